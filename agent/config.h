@@ -1,0 +1,148 @@
+/* agent/config.h — the parsed, validated configuration: an immutable tree built once per load. */
+#ifndef OPENCLAW_CONFIG_H
+#define OPENCLAW_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "netaddr.h"
+
+#define CFG_MAX_LISTENERS 64 /* a route's listener set is a 64-bit mask */
+#define CFG_DEFAULT_PATH "/etc/openclaw/openclaw.yaml"
+
+/* Timeouts in milliseconds; 0 means "no limit" only where documented. */
+struct cfg_timeouts {
+	uint64_t connect_ms;           /* TCP connect to a backend (504 when it expires) */
+	uint64_t client_header_ms;     /* first byte to end of request head (408) */
+	uint64_t client_body_ms;       /* max gap between two reads of the request body (408) */
+	uint64_t idle_ms;              /* idle keep-alive client connection (closed silently) */
+	uint64_t upstream_response_ms; /* request sent to response head received (504) */
+	uint64_t upstream_idle_ms;     /* max gap between two reads of the response body (504/close) */
+	uint64_t request_ms;           /* whole exchange, head to last response byte; 0 = none */
+};
+
+struct cfg_listener {
+	char *name;           /* unique; routes refer to it */
+	struct net_addr addr; /* bind address */
+	uint32_t backlog;     /* listen(2) backlog */
+	unsigned line;        /* line in the file, for messages */
+};
+
+enum lb_algorithm {
+	LB_ROUND_ROBIN,          /* "round_robin": equal turns, weights ignored */
+	LB_WEIGHTED_ROUND_ROBIN, /* "weighted_round_robin": smooth WRR (nginx's) */
+	LB_LEAST_CONN,           /* "least_conn": fewest in-flight requests per weight */
+	LB_IP_HASH,              /* "ip_hash": client address (v6 by /64) → server */
+	LB_CONSISTENT_HASH,      /* "consistent_hash": ring on hash_key */
+	LB_PEAK_EWMA,            /* "peak_ewma": power of two choices on latency×load */
+};
+
+enum lb_hash_source {
+	LB_HASH_CLIENT_IP, /* "ip" (default for consistent_hash) */
+	LB_HASH_HEADER,    /* "header:NAME" */
+	LB_HASH_COOKIE,    /* "cookie:NAME" */
+	LB_HASH_PATH,      /* "path" (without query) */
+};
+
+struct cfg_server {
+	struct net_addr addr; /* backend address */
+	uint32_t weight;      /* relative weight, 1..1000 */
+	unsigned line;
+};
+
+struct cfg_upstream {
+	char *name;                      /* unique; routes refer to it */
+	enum lb_algorithm algorithm;     /* default round_robin */
+	enum lb_hash_source hash_source; /* for consistent_hash */
+	char *hash_name;                 /* header or cookie name, else NULL */
+	struct cfg_server *servers;      /* at least one */
+	unsigned nservers;
+	uint32_t keepalive;     /* idle pooled connections kept per server per worker; 0 = none */
+	uint32_t connect_tries; /* servers tried on connect failure before 502 (default min(3, n)) */
+	unsigned line;
+};
+
+enum route_path_kind {
+	ROUTE_PATH_ANY,    /* no path condition */
+	ROUTE_PATH_EXACT,  /* match.path: "/healthz" */
+	ROUTE_PATH_PREFIX, /* match.path_prefix: "/v1/" */
+	ROUTE_PATH_REGEX,  /* match.path_regex: PCRE2, anchored by the author */
+};
+
+struct cfg_header_match {
+	char *name;  /* header name, matched case-insensitively */
+	char *value; /* exact value, or NULL for "present" */
+};
+
+struct cfg_respond {
+	uint16_t status;    /* 100..599 */
+	char *body;         /* may be empty */
+	size_t body_len;    /* bytes of body */
+	char *content_type; /* default "text/plain; charset=utf-8" */
+};
+
+struct cfg_route {
+	char *name;              /* unique; logged; default "route<N>" (1-based) */
+	unsigned line;
+	uint64_t listener_mask;  /* bit i = listeners[i]; all bits set when unspecified */
+	char **hosts;            /* lower-case; "api.example.com" or "*.example.com"; none = any */
+	unsigned nhosts;
+	enum route_path_kind path_kind;
+	char *path;              /* exact or prefix, or the regex source */
+	void *path_re;           /* pcre2_code *, compiled at load for ROUTE_PATH_REGEX */
+	char **methods;          /* upper-case tokens; none = any */
+	unsigned nmethods;
+	struct cfg_header_match *headers; /* all must match */
+	unsigned nheaders;
+	int upstream;            /* index into config.upstreams, or -1 when respond is set */
+	bool has_respond;        /* answer directly with respond */
+	struct cfg_respond respond;
+	char *host_rewrite;      /* Host sent upstream; NULL = preserve the client's */
+	uint64_t max_body;       /* request body limit in bytes (413); 0 = unlimited */
+	struct cfg_timeouts timeouts; /* route values, defaulted from the top-level ones */
+};
+
+struct cfg_limits {
+	uint32_t request_line; /* bytes of the request line (414) */
+	uint32_t header_size;  /* bytes of the whole head (431) */
+	uint32_t header_count; /* header fields (431); at most HTTP1_MAX_HEADERS */
+};
+
+struct config {
+	char *path;                   /* file it was loaded from */
+	unsigned workers;             /* worker threads; 0 = one per CPU */
+	struct cfg_listener *listeners;
+	unsigned nlisteners;
+	struct cfg_upstream *upstreams;
+	unsigned nupstreams;
+	struct cfg_route *routes;     /* in file order; first match wins */
+	unsigned nroutes;
+	struct cfg_timeouts timeouts; /* defaults for every route */
+	uint64_t drain_ms;            /* graceful stop: time in-flight requests get */
+	struct cfg_limits limits;
+	struct net_cidr *trusted_proxies; /* peers whose X-Forwarded-* / Forwarded we extend */
+	unsigned ntrusted;
+	char *access_log;             /* file path, "stdout", or NULL when off */
+	char *pid_file;               /* NULL = none */
+};
+
+/*
+ * Loads and validates path. On success returns 0 and *out (free with
+ * config_free). On failure returns a negative errno and writes
+ * "FILE:LINE: KEY: reason" into err (KEY is the dotted path, e.g.
+ * "upstreams[0].servers[1].weight").
+ */
+int config_load(const char *path, struct config **out, char *err, size_t errlen);
+
+/* Same, from a string; name stands in for the file name in messages. */
+int config_load_string(const char *yaml, size_t len, const char *name, struct config **out,
+		       char *err, size_t errlen);
+
+void config_free(struct config *cfg);
+
+/* Looks up by name; -1 when absent. */
+int config_upstream_index(const struct config *cfg, const char *name);
+int config_listener_index(const struct config *cfg, const char *name);
+
+#endif
