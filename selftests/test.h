@@ -19,7 +19,7 @@
  */
 
 static int test__n, test__failed, test__cur_failed, test__cur_skipped;
-static const char *test__skip_reason;
+static const char *test__skip_reason = "";
 
 #define TEST_FAIL_(fmt, ...)                                                          \
 	do {                                                                          \
@@ -86,7 +86,7 @@ static inline void test__report(const char *name)
 {
 	test__n++;
 	if (test__cur_skipped)
-		printf("ok %d - %s # SKIP %s\n", test__n, name, test__skip_reason);
+		printf("ok %d - %s # SKIP %s\n", test__n, name, test__skip_reason ? test__skip_reason : "");
 	else if (test__cur_failed) {
 		printf("not ok %d - %s\n", test__n, name);
 		test__failed++;

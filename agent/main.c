@@ -1,0 +1,203 @@
+/* agent/main.c — clawd: command line, start-up, signals and graceful stop. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "accesslog.h"
+#include "config.h"
+#include "log.h"
+#include "worker.h"
+
+#ifndef OPENCLAW_VERSION
+#define OPENCLAW_VERSION "0.1.0"
+#endif
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: clawd [-c FILE] [--check] [--log-level LEVEL]\n"
+		"  -c, --config FILE    configuration (default " CFG_DEFAULT_PATH ")\n"
+		"  -t, --check          validate the configuration and exit (0 ok, 1 invalid)\n"
+		"  -l, --log-level L    error, warn, notice, info (default) or debug\n"
+		"  -V, --version        print the version and exit\n");
+}
+
+static int parse_level(const char *s, enum log_level *out)
+{
+	static const struct { const char *name; enum log_level lvl; } names[] = {
+		{ "error", LOG_ERR }, { "warn", LOG_WARN }, { "notice", LOG_NOTICE },
+		{ "info", LOG_INFO }, { "debug", LOG_DEBUG },
+	};
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (!strcmp(s, names[i].name)) {
+			*out = names[i].lvl;
+			return 0;
+		}
+	return -EINVAL;
+}
+
+/* Many connections need many descriptors: take what the hard limit allows. */
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+static int write_pid_file(const char *path)
+{
+	char buf[32];
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	int n;
+
+	if (fd < 0)
+		return -errno;
+	n = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
+	if (write(fd, buf, n) != n) {
+		close(fd);
+		return -EIO;
+	}
+	close(fd);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "check", no_argument, NULL, 't' },
+		{ "log-level", required_argument, NULL, 'l' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	const char *path = CFG_DEFAULT_PATH;
+	bool check = false;
+	struct config *cfg;
+	struct snapshot *snap;
+	struct alog *alog = NULL;
+	struct worker_set ws = { 0 };
+	char err[1024];
+	sigset_t sigs;
+	unsigned nworkers;
+	int c, rc;
+
+	while ((c = getopt_long(argc, argv, "c:tl:Vh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			path = optarg;
+			break;
+		case 't':
+			check = true;
+			break;
+		case 'l':
+			if (parse_level(optarg, &log_threshold)) {
+				fprintf(stderr, "clawd: --log-level: unknown level '%s'\n", optarg);
+				return 2;
+			}
+			break;
+		case 'V':
+			printf("clawd %s\n", OPENCLAW_VERSION);
+			return 0;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "clawd: unexpected argument '%s'\n", argv[optind]);
+		return 2;
+	}
+
+	rc = config_load(path, &cfg, err, sizeof(err));
+	if (rc) {
+		fprintf(stderr, "clawd: %s\n", err);
+		return 1;
+	}
+	if (check) {
+		printf("%s: configuration ok\n", path);
+		config_free(cfg);
+		return 0;
+	}
+
+	/* Signals are taken synchronously by this thread; workers never see them. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGHUP);
+	sigaddset(&sigs, SIGQUIT);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	raise_nofile();
+
+	nworkers = cfg->workers ? cfg->workers : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
+	if (nworkers == 0)
+		nworkers = 1;
+	if (cfg->access_log) {
+		rc = alog_open(&alog, cfg->access_log, nworkers, 1 << 20);
+		if (rc) {
+			log_err("access_log %s: %s", cfg->access_log, strerror(-rc));
+			config_free(cfg);
+			return 1;
+		}
+	}
+	rc = snapshot_create(cfg, &snap);
+	if (rc) {
+		log_err("start-up: %s", strerror(-rc));
+		config_free(cfg);
+		alog_close(alog);
+		return 1;
+	}
+	rc = workers_start(&ws, snap, nworkers, alog);
+	if (rc) {
+		log_err("start-up failed: %s", strerror(-rc));
+		snapshot_put(snap);
+		alog_close(alog);
+		return 1;
+	}
+	if (cfg->pid_file && (rc = write_pid_file(cfg->pid_file)))
+		log_warn("pid_file %s: %s", cfg->pid_file, strerror(-rc));
+	for (unsigned i = 0; i < cfg->nlisteners; i++) {
+		char addr[NET_ADDR_STRLEN];
+
+		log_notice("listener %s: listening on %s", cfg->listeners[i].name,
+			   net_addr_format((const struct sockaddr *)&cfg->listeners[i].addr.ss, addr,
+					   sizeof(addr)));
+	}
+	log_notice("clawd %s started: %u workers, config %s", OPENCLAW_VERSION, nworkers, path);
+
+	for (;;) {
+		int sig;
+
+		if (sigwait(&sigs, &sig))
+			continue;
+		if (sig == SIGHUP) {
+			log_warn("SIGHUP: live reload is not available in this version; "
+				 "restart clawd to apply a new configuration");
+			continue;
+		}
+		log_notice("%s: stopping; in-flight requests get up to %llu ms", strsignal(sig),
+			   (unsigned long long)cfg->drain_ms);
+		break;
+	}
+	if (cfg->pid_file)
+		unlink(cfg->pid_file);
+	workers_stop(&ws);
+	log_notice("stopped");
+	snapshot_put(snap);
+	alog_close(alog);
+	return 0;
+}

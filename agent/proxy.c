@@ -1,0 +1,1518 @@
+/* agent/proxy.c — one HTTP/1.1 exchange at a time per client connection: read, route, forward, stream back. */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "accesslog.h"
+#include "forward.h"
+#include "log.h"
+#include "netaddr.h"
+#include "route.h"
+#include "worker.h"
+
+#define CLIENT_BUF_MIN (16 * 1024)  /* first client buffer; grows for big heads */
+#define UP_BUF_SIZE (64 * 1024)     /* upstream buffer: response heads and body chunks */
+#define LINGER_MS 2000              /* how long to drain a client's unread body before closing */
+#define MAX_TRIES 16
+
+/* What the client connection is waiting for. */
+enum cstate {
+	CS_HEAD,      /* reading a request head (or idle between requests) */
+	CS_CONTINUE,  /* sending our own "100 Continue" */
+	CS_CONNECT,   /* connecting to a backend */
+	CS_SEND_HEAD, /* sending the request head (and buffered body) upstream */
+	CS_BODY,      /* streaming the request body upstream */
+	CS_WAIT_RESP, /* request sent; waiting for the response head */
+	CS_RESP,      /* streaming the response to the client */
+	CS_LOCAL,     /* sending a response the proxy made itself */
+	CS_LINGER,    /* response sent, write side shut, discarding input until EOF */
+};
+
+/* What an expiring deadline means in the current state. */
+enum deadline {
+	DL_NONE,
+	DL_IDLE,     /* keep-alive idle: close silently */
+	DL_HEADER,   /* slow request head: 408 */
+	DL_BODY,     /* slow request body: 408 */
+	DL_RESPONSE, /* slow backend: 504 */
+	DL_RESP_BODY,/* stalled response body: close both */
+	DL_LINGER,   /* done lingering */
+};
+
+struct upconn;
+
+struct client {
+	struct worker *w;
+	int fd;
+	int pending;            /* operations in flight */
+	bool closing;
+	bool recv_armed;
+	bool send_busy;
+	bool trusted;           /* peer is a trusted proxy */
+	unsigned listener;
+	enum cstate state;
+	struct dlist node;      /* in worker->clients */
+	struct sockaddr_storage peer;
+	uint64_t deadline_ms;   /* 0 = none */
+	enum deadline dl_kind;
+	uint64_t req_deadline_ms; /* whole-request limit, 0 = none */
+
+	char *in;               /* request head at [0, head_len), then body/pipelined bytes */
+	uint32_t in_len;
+	uint32_t in_cap;
+	uint32_t body_off;      /* start of body bytes not yet sent upstream */
+	char *out;              /* heads and local responses */
+	uint32_t out_cap;
+	struct msghdr msg;
+	struct iovec iov[2];
+
+	/* The current exchange. */
+	struct http1_request req;
+	bool have_req;
+	bool keep_alive;        /* client connection survives this exchange */
+	int route;              /* index, -1 none */
+	int pool;
+	int server;
+	uint32_t tried[MAX_TRIES];
+	unsigned ntried;
+	struct upconn *up;
+	uint64_t body_left;     /* request body bytes still to come (LENGTH) */
+	uint64_t body_seen;     /* request body bytes so far, for max_body */
+	struct http1_chunked chunk;
+	bool req_body_done;
+	bool req_sent;          /* head and whole body are upstream */
+	bool resp_started;      /* a response byte has gone to the client */
+	bool replayable;        /* the whole request is still in our buffer */
+	bool lb_begun;
+	int status;
+	const char *error;
+	uint64_t t_start_ns, t_start_real_ns, t_sent_ns, t_resp_ns;
+	uint64_t bytes_in, bytes_out;
+	char request_id[40];
+	char errbody[64];       /* body of an error response while it is being sent */
+} __attribute__((aligned(16)));
+
+struct upconn {
+	struct worker *w;
+	int fd;
+	int pending;
+	bool closing;
+	bool recv_armed;
+	bool send_busy;
+	bool connected;
+	bool reused;             /* came from the idle pool */
+	bool head_parsed;        /* response head of the current exchange seen */
+	bool resp_done;
+	bool reusable;           /* may go back to the pool afterwards */
+	int pool, server;
+	struct client *owner;    /* NULL when idle or orphaned */
+	struct dlist node;       /* in the idle list when pooled */
+	char *buf;
+	uint32_t len;            /* bytes in buf */
+	uint32_t off;            /* bytes of buf already handled */
+	uint64_t resp_left;      /* LENGTH body bytes still to come */
+	struct http1_chunked chunk;
+	struct http1_response resp;
+	struct msghdr msg;
+	struct iovec iov[2];
+	struct __kernel_timespec cto;
+	uint64_t idle_since_ms;
+} __attribute__((aligned(16)));
+
+static void client_close(struct client *c);
+static void client_fail(struct client *c, int status, const char *why);
+static void client_start_read(struct client *c);
+static void exchange_connect(struct client *c);
+static void exchange_send_request(struct client *c);
+static void up_process(struct upconn *u);
+static void up_close(struct upconn *u);
+static void client_send_out(struct client *c, uint32_t len, const char *extra, size_t extra_len);
+
+static const struct config *wcfg(struct worker *w)
+{
+	return w->snap->cfg;
+}
+
+static const struct cfg_timeouts *route_timeouts(struct client *c)
+{
+	if (c->route >= 0)
+		return &wcfg(c->w)->routes[c->route].timeouts;
+	return &wcfg(c->w)->timeouts;
+}
+
+static void set_deadline(struct client *c, enum deadline kind, uint64_t ms)
+{
+	c->dl_kind = ms ? kind : DL_NONE;
+	c->deadline_ms = ms ? c->w->now_ms + ms : 0;
+}
+
+static uint64_t realtime_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
+}
+
+/* ---- submission helpers ------------------------------------------------------ */
+
+static void arm_client_recv(struct client *c)
+{
+	struct io_uring_sqe *sqe;
+
+	if (c->recv_armed || c->closing)
+		return;
+	if (c->in_len == c->in_cap)
+		return; /* caller must make room first */
+	sqe = worker_sqe(c->w);
+	io_uring_prep_recv(sqe, c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
+	io_uring_sqe_set_data64(sqe, op_data(c, OP_CLIENT_RECV));
+	c->recv_armed = true;
+	c->pending++;
+}
+
+static void client_sendmsg(struct client *c)
+{
+	struct io_uring_sqe *sqe = worker_sqe(c->w);
+
+	memset(&c->msg, 0, sizeof(c->msg));
+	c->msg.msg_iov = c->iov;
+	c->msg.msg_iovlen = c->iov[1].iov_len ? 2 : 1;
+	io_uring_prep_sendmsg(sqe, c->fd, &c->msg, MSG_NOSIGNAL);
+	io_uring_sqe_set_data64(sqe, op_data(c, OP_CLIENT_SEND));
+	c->send_busy = true;
+	c->pending++;
+}
+
+static void arm_up_recv(struct upconn *u)
+{
+	struct io_uring_sqe *sqe;
+
+	if (u->recv_armed || u->closing || u->len == UP_BUF_SIZE)
+		return;
+	sqe = worker_sqe(u->w);
+	io_uring_prep_recv(sqe, u->fd, u->buf + u->len, UP_BUF_SIZE - u->len, 0);
+	io_uring_sqe_set_data64(sqe, op_data(u, OP_UP_RECV));
+	u->recv_armed = true;
+	u->pending++;
+}
+
+static void up_sendmsg(struct upconn *u)
+{
+	struct io_uring_sqe *sqe = worker_sqe(u->w);
+
+	memset(&u->msg, 0, sizeof(u->msg));
+	u->msg.msg_iov = u->iov;
+	u->msg.msg_iovlen = u->iov[1].iov_len ? 2 : 1;
+	io_uring_prep_sendmsg(sqe, u->fd, &u->msg, MSG_NOSIGNAL);
+	io_uring_sqe_set_data64(sqe, op_data(u, OP_UP_SEND));
+	u->send_busy = true;
+	u->pending++;
+}
+
+static void cancel_fd(struct worker *w, int fd)
+{
+	struct io_uring_sqe *sqe = worker_sqe(w);
+
+	io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
+	io_uring_sqe_set_data64(sqe, OP_IGNORE);
+}
+
+/* Advances a two-element iovec by n sent bytes; true when everything went. */
+static bool iov_advance(struct iovec *iov, size_t n)
+{
+	for (int i = 0; i < 2; i++) {
+		size_t take = n < iov[i].iov_len ? n : iov[i].iov_len;
+
+		iov[i].iov_base = (char *)iov[i].iov_base + take;
+		iov[i].iov_len -= take;
+		n -= take;
+	}
+	if (!iov[0].iov_len && iov[1].iov_len) {
+		iov[0] = iov[1];
+		iov[1].iov_len = 0;
+	}
+	return iov[0].iov_len == 0 && iov[1].iov_len == 0;
+}
+
+/* ---- upstream connections ---------------------------------------------------- */
+
+static void up_free_if_done(struct upconn *u)
+{
+	if (!u->closing || u->pending)
+		return;
+	close(u->fd);
+	u->w->nupconns--;
+	free(u->buf);
+	free(u);
+}
+
+static void up_close(struct upconn *u)
+{
+	if (u->closing)
+		return;
+	u->closing = true;
+	u->owner = NULL;
+	dlist_del(&u->node);
+	if (u->pending)
+		cancel_fd(u->w, u->fd);
+	up_free_if_done(u);
+}
+
+/* Returns the connection to its server's idle list, or closes it. */
+static void up_release(struct upconn *u)
+{
+	struct worker *w = u->w;
+	const struct cfg_upstream *uc = &wcfg(w)->upstreams[u->pool];
+	struct upool_server *ps = &w->upools[u->pool][u->server];
+
+	u->owner = NULL;
+	if (!u->reusable || !u->resp_done || u->off != u->len || u->send_busy ||
+	    ps->nidle >= uc->keepalive || w->draining) {
+		up_close(u);
+		return;
+	}
+	u->len = u->off = 0;
+	u->head_parsed = false;
+	u->resp_done = false;
+	u->idle_since_ms = w->now_ms;
+	dlist_add_head(&ps->idle, &u->node);
+	ps->nidle++;
+	/* A recv stays armed while idle: it sees the server closing, and it is the
+	 * read that will carry the next response once the connection is reused. */
+	arm_up_recv(u);
+}
+
+static struct upconn *up_take_idle(struct worker *w, int pool, int server)
+{
+	struct upool_server *ps = &w->upools[pool][server];
+
+	while (!dlist_empty(&ps->idle)) {
+		struct upconn *u = dlist_entry(ps->idle.next, struct upconn, node);
+
+		dlist_del(&u->node);
+		ps->nidle--;
+		if (u->closing)
+			continue;
+		return u;
+	}
+	return NULL;
+}
+
+static void up_detach_idle(struct upconn *u)
+{
+	struct upool_server *ps = &u->w->upools[u->pool][u->server];
+
+	if (!u->owner && !u->closing && u->node.next != &u->node) {
+		dlist_del(&u->node);
+		ps->nidle--;
+	}
+}
+
+static struct upconn *up_new(struct worker *w, int pool, int server)
+{
+	const struct cfg_server *srv = &wcfg(w)->upstreams[pool].servers[server];
+	struct upconn *u = aligned_alloc(16, sizeof(*u));
+	int one = 1;
+
+	if (!u)
+		return NULL;
+	memset(u, 0, sizeof(*u));
+	u->buf = malloc(UP_BUF_SIZE);
+	u->fd = socket(srv->addr.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (!u->buf || u->fd < 0) {
+		if (u->fd >= 0)
+			close(u->fd);
+		free(u->buf);
+		free(u);
+		return NULL;
+	}
+	setsockopt(u->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	u->w = w;
+	u->pool = pool;
+	u->server = server;
+	dlist_init(&u->node);
+	w->nupconns++;
+	return u;
+}
+
+/* ---- client connections ------------------------------------------------------ */
+
+void proxy_accept(struct worker *w, struct wlistener *l, int fd)
+{
+	const struct config *cfg = wcfg(w);
+	struct client *c;
+	socklen_t plen;
+	int one = 1;
+
+	w->stats.accepted++;
+	if (w->draining) {
+		close(fd);
+		return;
+	}
+	c = aligned_alloc(16, sizeof(*c));
+	if (!c) {
+		close(fd);
+		return;
+	}
+	memset(c, 0, sizeof(*c));
+	c->in_cap = CLIENT_BUF_MIN;
+	c->in = malloc(c->in_cap);
+	c->out_cap = cfg->limits.header_size + 4096;
+	c->out = malloc(c->out_cap);
+	if (!c->in || !c->out) {
+		free(c->in);
+		free(c->out);
+		free(c);
+		close(fd);
+		return;
+	}
+	c->w = w;
+	c->fd = fd;
+	c->listener = l->idx;
+	c->route = -1;
+	plen = sizeof(c->peer);
+	getpeername(fd, (struct sockaddr *)&c->peer, &plen);
+	for (unsigned i = 0; i < cfg->ntrusted; i++)
+		if (net_cidr_contains(&cfg->trusted_proxies[i], (struct sockaddr *)&c->peer))
+			c->trusted = true;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	dlist_add_tail(&w->clients, &c->node);
+	w->nclients++;
+	c->state = CS_HEAD;
+	c->keep_alive = true;
+	set_deadline(c, DL_IDLE, cfg->timeouts.client_header_ms);
+	arm_client_recv(c);
+}
+
+static void client_free_if_done(struct client *c)
+{
+	if (!c->closing || c->pending)
+		return;
+	close(c->fd);
+	dlist_del(&c->node);
+	c->w->nclients--;
+	free(c->in);
+	free(c->out);
+	free(c);
+}
+
+static void lb_finish(struct client *c);
+
+static void client_close(struct client *c)
+{
+	if (c->closing)
+		return;
+	c->closing = true;
+	lb_finish(c);
+	if (c->up) {
+		c->up->reusable = false;
+		up_close(c->up);
+		c->up = NULL;
+	}
+	if (c->pending)
+		cancel_fd(c->w, c->fd);
+	client_free_if_done(c);
+}
+
+static void log_exchange(struct client *c)
+{
+	struct worker *w = c->w;
+	const struct config *cfg = wcfg(w);
+	struct alog_entry e = { 0 };
+
+	if (!w->alog || (!c->have_req && !c->status))
+		return;
+	e.start_realtime_ns = c->t_start_real_ns;
+	e.client = (struct sockaddr *)&c->peer;
+	if (c->have_req) {
+		e.method = c->req.method;
+		e.method_len = c->req.method_len;
+		e.path = c->req.path;
+		e.path_len = c->req.path_len;
+	}
+	e.status = c->status;
+	e.bytes_in = c->bytes_in;
+	e.bytes_out = c->bytes_out;
+	e.route = c->route >= 0 ? cfg->routes[c->route].name : NULL;
+	e.upstream = c->server >= 0 && c->pool >= 0 ? w->snap->server_names[c->pool][c->server]
+						    : NULL;
+	e.upstream_ns = c->t_resp_ns && c->t_sent_ns ? (int64_t)(c->t_resp_ns - c->t_sent_ns) : -1;
+	e.total_ns = w->now_ns - c->t_start_ns;
+	e.request_id = c->request_id[0] ? c->request_id : NULL;
+	e.error = c->error;
+	alog_write(w->alog, &e);
+}
+
+static void lb_finish(struct client *c)
+{
+	if (!c->lb_begun)
+		return;
+	struct lb_pool *p = &c->w->snap->pools[c->pool];
+	uint64_t lat = c->t_resp_ns && c->t_sent_ns ? c->t_resp_ns - c->t_sent_ns
+						     : c->w->now_ns - c->t_sent_ns;
+
+	lb_end(p, c->server, lat, c->w->now_ns);
+	c->lb_begun = false;
+}
+
+/* The exchange is over (successfully or not): log it, then keep or drop the connection. */
+static void exchange_end(struct client *c, bool close_client)
+{
+	struct worker *w = c->w;
+
+	lb_finish(c);
+	log_exchange(c);
+	if (c->up) {
+		struct upconn *u = c->up;
+
+		c->up = NULL;
+		up_release(u);
+	}
+	if (close_client || !c->keep_alive || w->draining || c->closing) {
+		client_close(c);
+		return;
+	}
+	/* Keep the pipelined bytes that followed this request. */
+	uint32_t used = c->have_req ? c->body_off : 0;
+	if (used > c->in_len)
+		used = c->in_len;
+	memmove(c->in, c->in + used, c->in_len - used);
+	c->in_len -= used;
+	c->have_req = false;
+	c->route = -1;
+	c->pool = c->server = -1;
+	c->status = 0;
+	c->error = NULL;
+	c->bytes_in = c->bytes_out = 0;
+	c->t_sent_ns = c->t_resp_ns = 0;
+	c->request_id[0] = '\0';
+	c->state = CS_HEAD;
+	c->req_deadline_ms = 0;
+	set_deadline(c, DL_IDLE, wcfg(w)->timeouts.idle_ms);
+	client_start_read(c);
+}
+
+/* Sends c->out[0, len) (and optional extra bytes) to the client. */
+static void client_send_out(struct client *c, uint32_t len, const char *extra, size_t extra_len)
+{
+	c->iov[0].iov_base = c->out;
+	c->iov[0].iov_len = len;
+	c->iov[1].iov_base = (void *)extra;
+	c->iov[1].iov_len = extra_len;
+	c->bytes_out += len + extra_len;
+	client_sendmsg(c);
+}
+
+/* Closes gracefully: shut the write side, read and discard until EOF or LINGER_MS. */
+static void client_linger(struct client *c)
+{
+	c->state = CS_LINGER;
+	shutdown(c->fd, SHUT_WR);
+	set_deadline(c, DL_LINGER, LINGER_MS);
+	c->in_len = 0;
+	if (!c->recv_armed)
+		arm_client_recv(c);
+}
+
+/* Answers with a response of the proxy's own (errors, direct routes). */
+static void client_local_response(struct client *c, int status, const char *ctype, const char *body,
+				  size_t body_len, bool keep_alive)
+{
+	ssize_t n;
+
+	c->status = status;
+	c->keep_alive = c->keep_alive && keep_alive && !c->w->draining;
+	/* Head only into c->out; the body goes by reference (config bodies can be large). */
+	n = forward_local_response(c->out, c->out_cap, status, ctype, body, body_len,
+				   c->keep_alive, true, NULL);
+	if (n < 0) {
+		exchange_end(c, true);
+		return;
+	}
+	c->state = CS_LOCAL;
+	c->resp_started = true;
+	if (c->have_req && c->req.is_head)
+		body_len = 0;
+	client_send_out(c, n, body, body_len);
+	set_deadline(c, DL_RESP_BODY, route_timeouts(c)->upstream_idle_ms);
+}
+
+static void client_fail(struct client *c, int status, const char *why)
+{
+	char *body = c->errbody;
+	int n;
+
+	if (!c->error)
+		c->error = why;
+	if (c->up) {
+		struct upconn *u = c->up;
+
+		u->reusable = false;
+		c->up = NULL;
+		up_close(u);
+	}
+	if (c->resp_started || c->send_busy) {
+		/* Part of a response is out: the only honest signal left is closing. */
+		if (!c->status)
+			c->status = status;
+		exchange_end(c, true);
+		return;
+	}
+	n = snprintf(body, sizeof(c->errbody), "%d %s\n", status, http1_reason(status));
+	c->keep_alive = false;
+	client_local_response(c, status, "text/plain; charset=utf-8", body, n, false);
+}
+
+static void make_request_id(struct client *c)
+{
+	const struct http1_header *h = http1_find_header(c->req.headers, c->req.nheaders,
+							 "X-Request-ID");
+
+	/* Keep a sane incoming id from a trusted peer so a trace spans proxies. */
+	if (h && c->trusted && h->value_len > 0 && h->value_len < sizeof(c->request_id)) {
+		bool ok = true;
+
+		for (uint32_t i = 0; i < h->value_len && ok; i++) {
+			char ch = h->value[i];
+
+			ok = (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') ||
+			     (ch >= 'A' && ch <= 'Z') || ch == '-' || ch == '_' || ch == '.';
+		}
+		if (ok) {
+			memcpy(c->request_id, h->value, h->value_len);
+			c->request_id[h->value_len] = '\0';
+			return;
+		}
+	}
+	uint64_t *s = &c->w->rng, a, b;
+
+	*s ^= *s << 13; *s ^= *s >> 7; *s ^= *s << 17;
+	a = *s;
+	*s ^= *s << 13; *s ^= *s >> 7; *s ^= *s << 17;
+	b = *s;
+	snprintf(c->request_id, sizeof(c->request_id), "%016llx%016llx", (unsigned long long)a,
+		 (unsigned long long)b);
+}
+
+/* A complete head is at the start of c->in: route it and start the exchange. */
+static void exchange_begin(struct client *c)
+{
+	struct worker *w = c->w;
+	const struct config *cfg = wcfg(w);
+	const struct cfg_route *r;
+
+	w->stats.requests++;
+	c->have_req = true;
+	c->keep_alive = c->req.keep_alive && !w->draining;
+	c->body_off = c->req.head_len;
+	c->bytes_in = c->req.head_len;
+	c->pool = c->server = -1;
+	c->ntried = 0;
+	c->up = NULL;
+	c->req_body_done = c->req.body == HTTP1_BODY_NONE;
+	c->req_sent = c->resp_started = c->lb_begun = false;
+	c->body_left = c->req.body == HTTP1_BODY_LENGTH ? c->req.content_length : 0;
+	c->body_seen = 0;
+	if (c->req.body == HTTP1_BODY_LENGTH && c->req.content_length == 0)
+		c->req_body_done = true;
+	http1_chunked_init(&c->chunk);
+	make_request_id(c);
+
+	c->route = route_match(cfg, c->listener, &c->req);
+	if (c->route < 0) {
+		c->error = "no route";
+		/* A body we will not read would be parsed as the next request: close after. */
+		client_local_response(c, 404, "text/plain; charset=utf-8", "404 Not Found\n", 14,
+				      c->req_body_done);
+		return;
+	}
+	r = &cfg->routes[c->route];
+	if (r->timeouts.request_ms)
+		c->req_deadline_ms = w->now_ms + r->timeouts.request_ms;
+	if (r->max_body && c->req.body == HTTP1_BODY_LENGTH && c->req.content_length > r->max_body) {
+		client_fail(c, 413, "request body over max_body");
+		return;
+	}
+	if (r->has_respond) {
+		client_local_response(c, r->respond.status, r->respond.content_type, r->respond.body,
+				      r->respond.body_len, c->req_body_done);
+		return;
+	}
+	c->pool = r->upstream;
+	set_deadline(c, DL_NONE, 0);
+	/* The client waits for our word before sending a body it announced. */
+	if (c->req.expect_continue && !c->req_body_done && c->in_len == c->req.head_len &&
+	    c->req.version_minor == 1) {
+		static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+
+		memcpy(c->out, cont, sizeof(cont) - 1);
+		c->state = CS_CONTINUE;
+		set_deadline(c, DL_RESP_BODY, r->timeouts.upstream_idle_ms);
+		client_send_out(c, sizeof(cont) - 1, NULL, 0);
+		c->bytes_out -= sizeof(cont) - 1;
+		return;
+	}
+	exchange_connect(c);
+}
+
+static void try_parse(struct client *c)
+{
+	const struct config *cfg = wcfg(c->w);
+	struct http1_limits lim = {
+		.request_line = cfg->limits.request_line,
+		.header_size = cfg->limits.header_size,
+		.header_count = cfg->limits.header_count,
+	};
+	int r;
+
+	if (c->in_len == 0) {
+		arm_client_recv(c);
+		return;
+	}
+	if (!c->t_start_ns) {
+		c->t_start_ns = c->w->now_ns;
+		c->t_start_real_ns = realtime_ns();
+		set_deadline(c, DL_HEADER, cfg->timeouts.client_header_ms);
+	}
+	r = http1_parse_request(c->in, c->in_len, &lim, &c->req);
+	if (r > 0) {
+		exchange_begin(c);
+		return;
+	}
+	if (r < 0) {
+		c->bytes_in = c->in_len;
+		client_fail(c, -r, c->req.error ? c->req.error : "malformed request");
+		return;
+	}
+	if (c->in_len == c->in_cap) {
+		uint32_t want = c->in_cap * 2;
+		uint32_t max = cfg->limits.header_size + CLIENT_BUF_MIN;
+		char *n;
+
+		if (c->in_cap >= max) {
+			client_fail(c, 431, "request head too large");
+			return;
+		}
+		if (want > max)
+			want = max;
+		n = realloc(c->in, want);
+		if (!n) {
+			client_fail(c, 503, "out of memory");
+			return;
+		}
+		c->in = n;
+		c->in_cap = want;
+	}
+	arm_client_recv(c);
+}
+
+static void client_start_read(struct client *c)
+{
+	c->t_start_ns = 0;
+	if (c->in_len)
+		try_parse(c);
+	else
+		arm_client_recv(c);
+}
+
+/* ---- request towards the backend --------------------------------------------- */
+
+static int pick_server(struct client *c)
+{
+	struct worker *w = c->w;
+	struct lb_pool *p = &w->snap->pools[c->pool];
+	uint64_t hash = lb_request_hash(p, &c->req, (struct sockaddr *)&c->peer);
+
+	return lb_pick(p, &w->lb[c->pool], hash, c->tried, c->ntried, w->now_ns);
+}
+
+static void exchange_connect(struct client *c)
+{
+	struct worker *w = c->w;
+	const struct cfg_upstream *uc = &wcfg(w)->upstreams[c->pool];
+	unsigned tries = uc->connect_tries ? uc->connect_tries : 1;
+	struct upconn *u;
+	int s;
+
+	c->state = CS_CONNECT;
+	for (;;) {
+		if (c->ntried >= tries || c->ntried >= MAX_TRIES) {
+			client_fail(c, c->status ? c->status : 502, c->error ? c->error
+									     : "no backend reachable");
+			return;
+		}
+		s = pick_server(c);
+		if (s < 0) {
+			client_fail(c, c->ntried ? (c->status ? c->status : 502) : 503,
+				    c->ntried ? c->error : "no server available");
+			return;
+		}
+		c->server = s;
+		c->tried[c->ntried++] = s;
+		u = up_take_idle(w, c->pool, s);
+		if (u) {
+			w->stats.upstream_reuses++;
+			u->owner = c;
+			u->reused = true;
+			c->up = u;
+			exchange_send_request(c);
+			return;
+		}
+		u = up_new(w, c->pool, s);
+		if (u)
+			break;
+		c->status = 502;
+		c->error = "cannot create backend socket";
+	}
+	w->stats.upstream_connects++;
+	u->owner = c;
+	u->reused = false;
+	c->up = u;
+	const struct cfg_server *srv = &wcfg(w)->upstreams[c->pool].servers[s];
+	uint64_t cms = route_timeouts(c)->connect_ms;
+	struct io_uring_sqe *sqe = worker_sqe(w);
+
+	io_uring_prep_connect(sqe, u->fd, (const struct sockaddr *)&srv->addr.ss, srv->addr.len);
+	io_uring_sqe_set_data64(sqe, op_data(u, OP_UP_CONNECT));
+	u->pending++;
+	if (cms) {
+		sqe->flags |= IOSQE_IO_LINK;
+		u->cto.tv_sec = cms / 1000;
+		u->cto.tv_nsec = (cms % 1000) * 1000000;
+		sqe = worker_sqe(w);
+		io_uring_prep_link_timeout(sqe, &u->cto, 0);
+		io_uring_sqe_set_data64(sqe, OP_IGNORE);
+	}
+}
+
+static void on_up_connect(struct upconn *u, int res)
+{
+	struct client *c = u->owner;
+
+	if (!c) {
+		up_close(u);
+		return;
+	}
+	if (res < 0) {
+		char why[128];
+
+		snprintf(why, sizeof(why), "connect to %s: %s",
+			 c->w->snap->server_names[c->pool][c->server],
+			 res == -ECANCELED ? "timed out" : strerror(-res));
+		log_warn("route %s: %s", wcfg(c->w)->routes[c->route].name, why);
+		c->status = res == -ECANCELED || res == -ETIMEDOUT ? 504 : 502;
+		c->error = res == -ECANCELED ? "backend connect timeout" : "backend connect failed";
+		c->up = NULL;
+		up_close(u);
+		exchange_connect(c);
+		return;
+	}
+	u->connected = true;
+	exchange_send_request(c);
+}
+
+static uint32_t body_bytes_available(struct client *c, uint32_t from, bool *done, int *err);
+
+static void exchange_send_request(struct client *c)
+{
+	struct worker *w = c->w;
+	struct upconn *u = c->up;
+	const struct cfg_route *r = &wcfg(w)->routes[c->route];
+	const struct cfg_upstream *uc = &wcfg(w)->upstreams[c->pool];
+	struct forward_ctx fc = {
+		.client = (struct sockaddr *)&c->peer,
+		.client_trusted = c->trusted,
+		.tls = false,
+		.host_rewrite = r->host_rewrite,
+		.request_id = c->request_id,
+		.upstream_keep_alive = uc->keepalive > 0,
+	};
+	ssize_t n;
+	uint32_t avail;
+	bool done = c->req_body_done;
+	int err = 0;
+
+	c->status = 0;
+	c->error = NULL;
+	n = forward_request_head(c->out, c->out_cap, &c->req, &fc);
+	if (n < 0) {
+		client_fail(c, 431, "request head too large to forward");
+		return;
+	}
+	avail = body_bytes_available(c, c->req.head_len, &done, &err);
+	if (err) {
+		client_fail(c, err, "malformed chunked request body");
+		return;
+	}
+	c->req_body_done = done;
+	c->body_off = c->req.head_len;
+	/* The whole request is still in our buffer while it is all we have sent. */
+	c->replayable = done;
+	u->reusable = true;
+	u->head_parsed = false;
+	u->resp_done = false;
+	u->resp_left = 0;
+	u->iov[0].iov_base = c->out;
+	u->iov[0].iov_len = n;
+	u->iov[1].iov_base = c->in + c->req.head_len;
+	u->iov[1].iov_len = avail;
+	c->body_off = c->req.head_len + avail;
+	c->state = CS_SEND_HEAD;
+	if (!c->lb_begun) {
+		lb_begin(&w->snap->pools[c->pool], c->server);
+		c->lb_begun = true;
+	}
+	c->t_sent_ns = w->now_ns;
+	set_deadline(c, DL_RESPONSE, route_timeouts(c)->upstream_response_ms);
+	up_sendmsg(u);
+	arm_up_recv(u);
+}
+
+/*
+ * How many bytes from `from` on in c->in belong to the request body; counts
+ * them against max_body and the framing. Sets *done at the body's end.
+ */
+static uint32_t body_bytes_available(struct client *c, uint32_t from, bool *done, int *err)
+{
+	const struct config *cfg = wcfg(c->w);
+	const struct cfg_route *r = &cfg->routes[c->route];
+	uint32_t have = c->in_len - from;
+	uint32_t take = 0;
+
+	*err = 0;
+	if (*done)
+		return 0;
+	if (c->req.body == HTTP1_BODY_LENGTH) {
+		take = have < c->body_left ? have : (uint32_t)c->body_left;
+		c->body_left -= take;
+		c->body_seen += take;
+		*done = c->body_left == 0;
+	} else if (c->req.body == HTTP1_BODY_CHUNKED) {
+		struct http1_limits lim = {
+			.request_line = cfg->limits.request_line,
+			.header_size = cfg->limits.header_size,
+			.header_count = cfg->limits.header_count,
+		};
+		ssize_t k = http1_chunked_scan(&c->chunk, c->in + from, have, &lim);
+
+		if (k < 0) {
+			*err = 400;
+			return 0;
+		}
+		take = k;
+		c->body_seen += take;
+		*done = c->chunk.done;
+	} else {
+		*done = true;
+	}
+	if (r->max_body && c->body_seen > r->max_body + (c->req.body == HTTP1_BODY_CHUNKED ? 64 : 0))
+		*err = 413;
+	return take;
+}
+
+/* Retries a request that died on a reused connection before any response byte. */
+static bool maybe_replay(struct client *c, struct upconn *u)
+{
+	if (!u->reused || u->head_parsed || u->len || !c->replayable || c->resp_started)
+		return false;
+	/* A pooled connection the server closed just as we reused it: a fresh one fixes it. */
+	c->up = NULL;
+	u->reusable = false;
+	up_close(u);
+	c->ntried--;
+	c->body_off = c->req.head_len;
+	c->body_left = c->req.body == HTTP1_BODY_LENGTH ? c->req.content_length : 0;
+	c->body_seen = 0;
+	c->req_body_done = c->req.body == HTTP1_BODY_NONE ||
+			   (c->req.body == HTTP1_BODY_LENGTH && c->req.content_length == 0);
+	http1_chunked_init(&c->chunk);
+	/* Force a new connection to the same server rather than another idle one. */
+	struct upconn *nu = up_new(c->w, c->pool, c->server);
+	if (!nu)
+		return false;
+	c->tried[c->ntried++] = c->server;
+	c->w->stats.upstream_connects++;
+	nu->owner = c;
+	c->up = nu;
+	const struct cfg_server *srv = &wcfg(c->w)->upstreams[c->pool].servers[c->server];
+	struct io_uring_sqe *sqe = worker_sqe(c->w);
+	uint64_t cms = route_timeouts(c)->connect_ms;
+
+	c->state = CS_CONNECT;
+	io_uring_prep_connect(sqe, nu->fd, (const struct sockaddr *)&srv->addr.ss, srv->addr.len);
+	io_uring_sqe_set_data64(sqe, op_data(nu, OP_UP_CONNECT));
+	nu->pending++;
+	if (cms) {
+		sqe->flags |= IOSQE_IO_LINK;
+		nu->cto.tv_sec = cms / 1000;
+		nu->cto.tv_nsec = (cms % 1000) * 1000000;
+		sqe = worker_sqe(c->w);
+		io_uring_prep_link_timeout(sqe, &nu->cto, 0);
+		io_uring_sqe_set_data64(sqe, OP_IGNORE);
+	}
+	return true;
+}
+
+static void on_up_send(struct upconn *u, int res)
+{
+	struct client *c = u->owner;
+
+	u->send_busy = false;
+	if (!c) {
+		if (u->closing)
+			return;
+		up_close(u);
+		return;
+	}
+	if (res < 0) {
+		if (maybe_replay(c, u))
+			return;
+		if (u->head_parsed) {
+			/* The backend answered early and stopped reading: let the answer through. */
+			u->reusable = false;
+			c->keep_alive = false;
+			return;
+		}
+		client_fail(c, 502, "backend closed while receiving the request");
+		return;
+	}
+	if (!iov_advance(u->iov, res)) {
+		up_sendmsg(u);
+		return;
+	}
+	if (u->head_parsed) {
+		/* The response is already flowing; the rest of the body is moot. */
+		return;
+	}
+	if (u->len > u->off) {
+		/* The backend answered before the whole request was up. */
+		up_process(u);
+		return;
+	}
+	if (!c->req_body_done) {
+		/* Everything buffered was body and went up: read more of it. */
+		c->in_len = c->req.head_len;
+		c->body_off = c->req.head_len;
+		c->replayable = false;
+		c->state = CS_BODY;
+		set_deadline(c, DL_BODY, route_timeouts(c)->client_body_ms);
+		arm_client_recv(c);
+		return;
+	}
+	c->req_sent = true;
+	c->state = CS_WAIT_RESP;
+	c->t_sent_ns = c->w->now_ns;
+	set_deadline(c, DL_RESPONSE, route_timeouts(c)->upstream_response_ms);
+	if (u->len > u->off)
+		up_process(u);
+	else
+		arm_up_recv(u);
+}
+
+static void on_client_body(struct client *c)
+{
+	bool done = false;
+	int err = 0;
+	uint32_t from = c->req.head_len;
+	uint32_t n = body_bytes_available(c, from, &done, &err);
+	struct upconn *u = c->up;
+
+	if (err) {
+		client_fail(c, err, err == 413 ? "request body over max_body"
+					       : "malformed chunked request body");
+		return;
+	}
+	c->req_body_done = done;
+	if (n == 0) {
+		arm_client_recv(c);
+		return;
+	}
+	c->body_off = from + n;
+	u->iov[0].iov_base = c->in + from;
+	u->iov[0].iov_len = n;
+	u->iov[1].iov_len = 0;
+	set_deadline(c, DL_BODY, route_timeouts(c)->client_body_ms);
+	up_sendmsg(u);
+}
+
+/* ---- response towards the client --------------------------------------------- */
+
+/* Body bytes of the response in u->buf[u->off, u->len); sets resp_done at the end. */
+static int resp_body_take(struct upconn *u, uint32_t *take)
+{
+	const struct config *cfg = wcfg(u->w);
+	uint32_t have = u->len - u->off;
+
+	*take = 0;
+	switch (u->resp.body) {
+	case HTTP1_BODY_NONE:
+		u->resp_done = true;
+		break;
+	case HTTP1_BODY_LENGTH:
+		*take = have < u->resp_left ? have : (uint32_t)u->resp_left;
+		u->resp_left -= *take;
+		u->resp_done = u->resp_left == 0;
+		break;
+	case HTTP1_BODY_CHUNKED: {
+		struct http1_limits lim = {
+			.request_line = cfg->limits.request_line,
+			.header_size = cfg->limits.header_size,
+			.header_count = cfg->limits.header_count,
+		};
+		ssize_t k = http1_chunked_scan(&u->chunk, u->buf + u->off, have, &lim);
+
+		if (k < 0)
+			return -1;
+		*take = k;
+		u->resp_done = u->chunk.done;
+		break;
+	}
+	case HTTP1_BODY_CLOSE:
+		*take = have;
+		break;
+	}
+	return 0;
+}
+
+/* Sends head (in c->out, may be 0 bytes) plus the response body bytes buffered in u. */
+static void resp_forward(struct client *c, struct upconn *u, uint32_t head_len)
+{
+	uint32_t take;
+
+	if (resp_body_take(u, &take) < 0) {
+		client_fail(c, 502, "malformed chunked response body");
+		return;
+	}
+	c->iov[0].iov_base = c->out;
+	c->iov[0].iov_len = head_len;
+	c->iov[1].iov_base = u->buf + u->off;
+	c->iov[1].iov_len = take;
+	if (!head_len) {
+		c->iov[0] = c->iov[1];
+		c->iov[1].iov_len = 0;
+	}
+	u->off += take;
+	if (u->resp_done && u->off != u->len)
+		u->reusable = false; /* the backend sent more than the response */
+	c->bytes_out += head_len + take;
+	if (c->iov[0].iov_len == 0) {
+		/* Nothing to send (bodiless response fully handled or empty read). */
+		if (u->resp_done) {
+			exchange_end(c, !c->keep_alive);
+			return;
+		}
+		u->len = u->off = 0;
+		arm_up_recv(u);
+		return;
+	}
+	c->resp_started = true;
+	client_sendmsg(c);
+}
+
+static void up_process(struct upconn *u)
+{
+	struct client *c = u->owner;
+	const struct config *cfg = wcfg(u->w);
+	struct http1_limits lim = {
+		.request_line = cfg->limits.request_line,
+		.header_size = cfg->limits.header_size,
+		.header_count = cfg->limits.header_count,
+	};
+
+	if (u->head_parsed) {
+		resp_forward(c, u, 0);
+		return;
+	}
+	int r = http1_parse_response(u->buf + u->off, u->len - u->off, &lim, c->req.is_head, &u->resp);
+	if (r == 0) {
+		if (u->len == UP_BUF_SIZE && u->off == 0) {
+			client_fail(c, 502, "backend response head too large");
+			return;
+		}
+		if (u->len == UP_BUF_SIZE) {
+			memmove(u->buf, u->buf + u->off, u->len - u->off);
+			u->len -= u->off;
+			u->off = 0;
+		}
+		arm_up_recv(u);
+		return;
+	}
+	if (r < 0) {
+		client_fail(c, 502, u->resp.error ? u->resp.error : "malformed backend response");
+		return;
+	}
+	if (u->resp.status < 200) {
+		/* Interim responses pass to HTTP/1.1 clients; the final one follows. */
+		ssize_t n = 0;
+
+		if (c->req.version_minor == 1 && u->resp.status != 100)
+			n = forward_response_head(c->out, c->out_cap, &u->resp, true, 1);
+		u->off += r;
+		if (n > 0) {
+			c->iov[0].iov_base = c->out;
+			c->iov[0].iov_len = n;
+			c->iov[1].iov_len = 0;
+			c->bytes_out += n;
+			c->state = CS_RESP;
+			client_sendmsg(c);
+			/* The final head is parsed after this send completes. */
+			return;
+		}
+		up_process(u);
+		return;
+	}
+	u->head_parsed = true;
+	u->off += r;
+	c->t_resp_ns = c->w->now_ns;
+	c->status = u->resp.status;
+	if (!u->resp.keep_alive)
+		u->reusable = false;
+	if (u->resp.body == HTTP1_BODY_CLOSE)
+		c->keep_alive = false; /* only closing tells the client where the body ends */
+	if (!c->req_body_done) {
+		/* An early answer (e.g. 413 from the backend): the body can no longer be
+		 * resynchronised on either connection. */
+		c->keep_alive = false;
+		u->reusable = false;
+	}
+	u->resp_left = u->resp.body == HTTP1_BODY_LENGTH ? u->resp.content_length : 0;
+	http1_chunked_init(&u->chunk);
+	ssize_t n = forward_response_head(c->out, c->out_cap, &u->resp, c->keep_alive,
+					  c->req.version_minor);
+	if (n < 0) {
+		client_fail(c, 502, "backend response head too large to forward");
+		return;
+	}
+	c->state = CS_RESP;
+	set_deadline(c, DL_RESP_BODY, route_timeouts(c)->upstream_idle_ms);
+	resp_forward(c, u, n);
+}
+
+static void on_up_recv(struct upconn *u, int res)
+{
+	struct client *c = u->owner;
+
+	u->recv_armed = false;
+	if (u->closing)
+		return;
+	if (!c) {
+		/* Idle in the pool: the server closed it, or sent bytes nobody asked for. */
+		up_detach_idle(u);
+		up_close(u);
+		return;
+	}
+	if (res == -ENOBUFS || res == -EINTR || res == -EAGAIN) {
+		arm_up_recv(u);
+		return;
+	}
+	if (res <= 0) {
+		if (u->head_parsed && u->resp.body == HTTP1_BODY_CLOSE) {
+			u->resp_done = true;
+			u->reusable = false;
+			if (!c->send_busy)
+				exchange_end(c, true);
+			return;
+		}
+		if (maybe_replay(c, u))
+			return;
+		if (u->head_parsed) {
+			c->error = "backend closed mid-response";
+			exchange_end(c, true);
+			return;
+		}
+		client_fail(c, 502, res == 0 ? "backend closed without a response"
+					     : "backend connection reset");
+		return;
+	}
+	u->len += res;
+	/* The request head is still going out of c->out, or the client is taking the
+	 * previous chunk: whoever finishes first picks these bytes up. */
+	if (c->state == CS_SEND_HEAD || c->state == CS_CONNECT || c->send_busy)
+		return;
+	up_process(u);
+}
+
+static void on_client_send(struct client *c, int res)
+{
+	struct upconn *u = c->up;
+
+	c->send_busy = false;
+	if (c->closing)
+		return;
+	if (res < 0) {
+		c->error = "client went away";
+		exchange_end(c, true);
+		return;
+	}
+	if (!iov_advance(c->iov, res)) {
+		client_sendmsg(c);
+		return;
+	}
+	switch (c->state) {
+	case CS_CONTINUE:
+		exchange_connect(c);
+		return;
+	case CS_LOCAL:
+		if (!c->keep_alive && c->have_req && !c->req_body_done) {
+			lb_finish(c);
+			log_exchange(c);
+			c->have_req = false;
+			client_linger(c);
+			return;
+		}
+		if (!c->keep_alive) {
+			lb_finish(c);
+			log_exchange(c);
+			c->have_req = false;
+			c->status = 0;
+			client_linger(c);
+			return;
+		}
+		exchange_end(c, false);
+		return;
+	case CS_RESP:
+		if (!u) {
+			exchange_end(c, true);
+			return;
+		}
+		if (!u->head_parsed) {
+			/* An interim response went out; parse what follows. */
+			if (u->len > u->off)
+				up_process(u);
+			else
+				arm_up_recv(u);
+			return;
+		}
+		if (u->resp_done) {
+			if (!c->req_body_done) {
+				/* Early response: the body's remainder is never forwarded. */
+				c->keep_alive = false;
+			}
+			exchange_end(c, !c->keep_alive);
+			return;
+		}
+		set_deadline(c, DL_RESP_BODY, route_timeouts(c)->upstream_idle_ms);
+		if (u->len > u->off) {
+			up_process(u);
+			return;
+		}
+		if (!u->recv_armed) {
+			u->len = u->off = 0;
+			arm_up_recv(u);
+		}
+		return;
+	default:
+		return;
+	}
+}
+
+static void on_client_recv(struct client *c, int res)
+{
+	c->recv_armed = false;
+	if (c->closing)
+		return;
+	if (res == -ENOBUFS || res == -EINTR || res == -EAGAIN) {
+		arm_client_recv(c);
+		return;
+	}
+	if (c->state == CS_LINGER) {
+		if (res <= 0) {
+			client_close(c);
+			return;
+		}
+		c->in_len = 0;
+		arm_client_recv(c);
+		return;
+	}
+	if (res <= 0) {
+		/* The client hung up (or reset). Quietly when idle, logged mid-exchange. */
+		if (c->state == CS_HEAD && c->in_len == 0) {
+			client_close(c);
+			return;
+		}
+		if (c->state == CS_HEAD) {
+			c->error = "client closed before the request head was complete";
+			c->status = 0;
+			c->bytes_in = c->in_len;
+			exchange_end(c, true);
+			return;
+		}
+		if (c->state == CS_WAIT_RESP || c->state == CS_RESP || c->state == CS_LOCAL) {
+			/* Half-close after the request is complete is legal: keep answering. */
+			if (res == 0) {
+				c->keep_alive = false;
+				return;
+			}
+		}
+		c->error = "client closed mid-request";
+		exchange_end(c, true);
+		return;
+	}
+	c->in_len += res;
+	switch (c->state) {
+	case CS_HEAD:
+		try_parse(c);
+		return;
+	case CS_BODY:
+		c->bytes_in += res;
+		on_client_body(c);
+		return;
+	default:
+		/* Pipelined bytes arriving while we answer: keep them for later. */
+		if (c->in_len < c->in_cap)
+			arm_client_recv(c);
+		return;
+	}
+}
+
+void proxy_complete(struct worker *w, void *obj, enum op op, int res, unsigned flags)
+{
+	switch (op) {
+	case OP_CLIENT_RECV: {
+		struct client *c = obj;
+
+		c->pending--;
+		on_client_recv(c, res);
+		client_free_if_done(c);
+		return;
+	}
+	case OP_CLIENT_SEND: {
+		struct client *c = obj;
+
+		c->pending--;
+		on_client_send(c, res);
+		client_free_if_done(c);
+		return;
+	}
+	case OP_UP_CONNECT: {
+		struct upconn *u = obj;
+
+		u->pending--;
+		if (u->closing) {
+			up_free_if_done(u);
+			return;
+		}
+		struct client *c = u->owner;
+		on_up_connect(u, res);
+		up_free_if_done(u);
+		if (c)
+			client_free_if_done(c);
+		return;
+	}
+	case OP_UP_RECV: {
+		struct upconn *u = obj;
+		struct client *c = u->owner;
+
+		u->pending--;
+		on_up_recv(u, res);
+		up_free_if_done(u);
+		if (c)
+			client_free_if_done(c);
+		return;
+	}
+	case OP_UP_SEND: {
+		struct upconn *u = obj;
+		struct client *c = u->owner;
+
+		u->pending--;
+		on_up_send(u, res);
+		up_free_if_done(u);
+		if (c)
+			client_free_if_done(c);
+		return;
+	}
+	default:
+		return;
+	}
+}
+
+/* Called every tick: expire deadlines. */
+void proxy_tick(struct worker *w)
+{
+	struct dlist *pos, *tmp;
+
+	dlist_for_each_safe(pos, tmp, &w->clients) {
+		struct client *c = dlist_entry(pos, struct client, node);
+		bool whole = c->req_deadline_ms && w->now_ms >= c->req_deadline_ms;
+
+		if (c->closing)
+			continue;
+		if (!whole && (!c->deadline_ms || w->now_ms < c->deadline_ms))
+			continue;
+		enum deadline k = whole ? DL_RESPONSE : c->dl_kind;
+
+		c->deadline_ms = 0;
+		c->req_deadline_ms = 0;
+		switch (k) {
+		case DL_IDLE:
+		case DL_LINGER:
+			client_close(c);
+			break;
+		case DL_HEADER:
+			c->bytes_in = c->in_len;
+			client_fail(c, 408, "client header timeout");
+			break;
+		case DL_BODY:
+			client_fail(c, 408, "client body timeout");
+			break;
+		case DL_RESPONSE:
+			client_fail(c, 504, whole ? "request timeout" : "backend response timeout");
+			break;
+		case DL_RESP_BODY:
+			c->error = "response stalled";
+			exchange_end(c, true);
+			break;
+		case DL_NONE:
+			break;
+		}
+	}
+	/* Idle pooled connections are not timed here; the server's own idle close is seen by the armed recv. */
+}
+
+/* Graceful stop: idle connections go now, busy ones after their exchange. */
+void proxy_drain(struct worker *w)
+{
+	struct dlist *pos, *tmp;
+
+	dlist_for_each_safe(pos, tmp, &w->clients) {
+		struct client *c = dlist_entry(pos, struct client, node);
+
+		c->keep_alive = false;
+		if (!c->closing && c->state == CS_HEAD && c->in_len == 0)
+			client_close(c);
+	}
+	for (unsigned p = 0; p < wcfg(w)->nupstreams; p++)
+		for (unsigned s = 0; s < wcfg(w)->upstreams[p].nservers; s++) {
+			struct upconn *u;
+
+			while ((u = up_take_idle(w, p, s)))
+				up_close(u);
+		}
+}
+
+void proxy_close_all(struct worker *w)
+{
+	struct dlist *pos, *tmp;
+
+	dlist_for_each_safe(pos, tmp, &w->clients) {
+		struct client *c = dlist_entry(pos, struct client, node);
+
+		if (!c->closing) {
+			if (c->have_req && !c->error)
+				c->error = "shutdown: drain time over";
+			if (c->have_req)
+				log_exchange(c);
+			c->have_req = false;
+			client_close(c);
+		}
+	}
+	proxy_drain(w);
+}

@@ -1,0 +1,373 @@
+/* agent/worker.c — worker threads: io_uring loop, SO_REUSEPORT listeners, tick timer, graceful stop. */
+#include "worker.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "accesslog.h"
+#include "log.h"
+
+#define RING_ENTRIES 4096
+#define TICK_MS 100
+
+struct io_uring_sqe *worker_sqe(struct worker *w)
+{
+	struct io_uring_sqe *sqe;
+
+	while (!(sqe = io_uring_get_sqe(&w->ring)))
+		io_uring_submit(&w->ring);
+	return sqe;
+}
+
+static void clock_update(struct worker *w)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	w->now_ns = (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
+	w->now_ms = w->now_ns / 1000000;
+}
+
+/* Opens one SO_REUSEPORT listening socket; returns the fd or a negative errno. */
+static int listener_open(const struct cfg_listener *l)
+{
+	const struct sockaddr *sa = (const struct sockaddr *)&l->addr.ss;
+	int one = 1, zero = 0, fd, err;
+
+	fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
+		goto fail;
+	/* "*:port" means both families, whatever the sysctl default says. */
+	if (sa->sa_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
+	if (bind(fd, sa, l->addr.len) < 0 || listen(fd, l->backlog) < 0)
+		goto fail;
+	return fd;
+fail:
+	err = -errno;
+	close(fd);
+	return err;
+}
+
+static void arm_accept(struct worker *w, struct wlistener *l)
+{
+	struct io_uring_sqe *sqe;
+
+	if (l->armed || l->fd < 0 || w->draining)
+		return;
+	sqe = worker_sqe(w);
+	io_uring_prep_multishot_accept(sqe, l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	io_uring_sqe_set_data64(sqe, op_data(l, OP_ACCEPT));
+	l->armed = true;
+}
+
+static void arm_tick(struct worker *w)
+{
+	struct io_uring_sqe *sqe = worker_sqe(w);
+
+	w->tick_ts.tv_sec = 0;
+	w->tick_ts.tv_nsec = TICK_MS * 1000000;
+	io_uring_prep_timeout(sqe, &w->tick_ts, 0, 0);
+	io_uring_sqe_set_data64(sqe, op_data(w, OP_TICK));
+}
+
+static void arm_wake(struct worker *w)
+{
+	struct io_uring_sqe *sqe = worker_sqe(w);
+
+	io_uring_prep_read(sqe, w->wake_fd, &w->wake_buf, sizeof(w->wake_buf), 0);
+	io_uring_sqe_set_data64(sqe, op_data(w, OP_WAKE));
+}
+
+static void on_accept(struct worker *w, struct wlistener *l, int res, unsigned flags)
+{
+	if (!(flags & IORING_CQE_F_MORE))
+		l->armed = false;
+	if (res >= 0) {
+		proxy_accept(w, l, res);
+	} else if (res != -ECANCELED) {
+		static _Atomic uint64_t last_warn_ms;
+
+		/* EMFILE and friends: say so at most once a second; the tick re-arms. */
+		if (w->now_ms - atomic_load(&last_warn_ms) >= 1000) {
+			atomic_store(&last_warn_ms, w->now_ms);
+			log_warn("listener %s: accept: %s", w->snap->cfg->listeners[l->idx].name,
+				 strerror(-res));
+		}
+	}
+	if (l->armed || l->fd < 0)
+		return;
+	if (w->draining) {
+		close(l->fd);
+		l->fd = -1;
+	} else if (res >= 0) {
+		arm_accept(w, l);
+	}
+}
+
+static void start_drain(struct worker *w)
+{
+	const struct config *cfg = w->snap->cfg;
+
+	if (w->draining)
+		return;
+	w->draining = true;
+	w->drain_deadline_ms = w->now_ms + cfg->drain_ms;
+	/* Cancel the multishot accepts first: the ring holds a reference to each listening
+	 * socket, so closing the fd alone would keep accepting. */
+	for (unsigned i = 0; i < cfg->nlisteners; i++) {
+		struct wlistener *l = &w->listeners[i];
+
+		if (l->fd < 0)
+			continue;
+		if (l->armed) {
+			struct io_uring_sqe *sqe = worker_sqe(w);
+
+			io_uring_prep_cancel64(sqe, op_data(l, OP_ACCEPT), 0);
+			io_uring_sqe_set_data64(sqe, OP_IGNORE);
+		} else {
+			close(l->fd);
+			l->fd = -1;
+		}
+	}
+	proxy_drain(w);
+}
+
+static bool listeners_closed(struct worker *w)
+{
+	for (unsigned i = 0; i < w->snap->cfg->nlisteners; i++)
+		if (w->listeners[i].fd >= 0)
+			return false;
+	return true;
+}
+
+static void on_tick(struct worker *w)
+{
+	const struct config *cfg = w->snap->cfg;
+
+	proxy_tick(w);
+	if (w->draining) {
+		if (w->now_ms >= w->drain_deadline_ms) {
+			proxy_close_all(w);
+			/* Cancelled operations come back within a tick or two. */
+			if (w->now_ms >= w->drain_deadline_ms + 2000)
+				w->stopped = true;
+		}
+		if (!w->nclients && !w->nupconns && listeners_closed(w))
+			w->stopped = true;
+	} else {
+		for (unsigned i = 0; i < cfg->nlisteners; i++)
+			arm_accept(w, &w->listeners[i]);
+	}
+	if (!w->stopped)
+		arm_tick(w);
+}
+
+static void dispatch(struct worker *w, struct io_uring_cqe *cqe)
+{
+	uint64_t ud = io_uring_cqe_get_data64(cqe);
+	enum op op = ud & OP_MASK;
+	void *obj = (void *)(uintptr_t)(ud & ~OP_MASK);
+
+	switch (op) {
+	case OP_IGNORE:
+		return;
+	case OP_ACCEPT:
+		on_accept(w, obj, cqe->res, cqe->flags);
+		return;
+	case OP_TICK:
+		on_tick(w);
+		return;
+	case OP_WAKE:
+		start_drain(w);
+		return;
+	default:
+		proxy_complete(w, obj, op, cqe->res, cqe->flags);
+	}
+}
+
+static int worker_setup(struct worker *w)
+{
+	const struct config *cfg = w->snap->cfg;
+	struct io_uring_params p = { 0 };
+	int err;
+
+	dlist_init(&w->clients);
+	w->rng = ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)w ^ 0x9e3779b97f4a7c15ull;
+	clock_update(w);
+	w->rng ^= w->now_ns;
+	p.flags = IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN;
+	err = io_uring_queue_init_params(RING_ENTRIES, &w->ring, &p);
+	if (err < 0) {
+		/* Older kernels lack the flags; they are optimisations only. */
+		memset(&p, 0, sizeof(p));
+		err = io_uring_queue_init_params(RING_ENTRIES, &w->ring, &p);
+		if (err < 0) {
+			log_err("worker %u: io_uring: %s", w->id, strerror(-err));
+			return err;
+		}
+	}
+	w->lb = calloc(cfg->nupstreams ? cfg->nupstreams : 1, sizeof(*w->lb));
+	w->upools = calloc(cfg->nupstreams ? cfg->nupstreams : 1, sizeof(*w->upools));
+	w->listeners = calloc(cfg->nlisteners, sizeof(*w->listeners));
+	if (!w->lb || !w->upools || !w->listeners)
+		return -ENOMEM;
+	for (unsigned i = 0; i < cfg->nupstreams; i++) {
+		err = lb_local_init(&w->lb[i], &w->snap->pools[i], w->rng + i);
+		if (err)
+			return err;
+		w->upools[i] = calloc(cfg->upstreams[i].nservers, sizeof(**w->upools));
+		if (!w->upools[i])
+			return -ENOMEM;
+		for (unsigned s = 0; s < cfg->upstreams[i].nservers; s++)
+			dlist_init(&w->upools[i][s].idle);
+	}
+	for (unsigned i = 0; i < cfg->nlisteners; i++)
+		w->listeners[i].fd = -1;
+	for (unsigned i = 0; i < cfg->nlisteners; i++) {
+		struct wlistener *l = &w->listeners[i];
+		char addr[NET_ADDR_STRLEN];
+
+		l->w = w;
+		l->idx = i;
+		l->fd = listener_open(&cfg->listeners[i]);
+		if (l->fd < 0) {
+			log_err("listener %s %s: %s", cfg->listeners[i].name,
+				net_addr_format((const struct sockaddr *)&cfg->listeners[i].addr.ss,
+						addr, sizeof(addr)),
+				strerror(-l->fd));
+			return l->fd;
+		}
+	}
+	w->wake_fd = eventfd(0, EFD_CLOEXEC);
+	if (w->wake_fd < 0)
+		return -errno;
+	return 0;
+}
+
+static void worker_teardown(struct worker *w)
+{
+	const struct config *cfg = w->snap->cfg;
+
+	if (w->listeners)
+		for (unsigned i = 0; i < cfg->nlisteners; i++)
+			if (w->listeners[i].fd >= 0)
+				close(w->listeners[i].fd);
+	if (w->lb)
+		for (unsigned i = 0; i < cfg->nupstreams; i++)
+			lb_local_destroy(&w->lb[i]);
+	if (w->upools)
+		for (unsigned i = 0; i < cfg->nupstreams; i++)
+			free(w->upools[i]);
+	free(w->lb);
+	free(w->upools);
+	free(w->listeners);
+	if (w->ring.ring_fd > 0)
+		io_uring_queue_exit(&w->ring);
+	if (w->wake_fd > 0)
+		close(w->wake_fd);
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	const struct config *cfg = w->snap->cfg;
+
+	for (unsigned i = 0; i < cfg->nlisteners; i++)
+		arm_accept(w, &w->listeners[i]);
+	arm_tick(w);
+	arm_wake(w);
+	while (!w->stopped) {
+		struct io_uring_cqe *cqe;
+		unsigned head, n = 0;
+		int err = io_uring_submit_and_wait(&w->ring, 1);
+
+		if (err < 0 && err != -EINTR && err != -EBUSY && err != -EAGAIN) {
+			log_err("worker %u: io_uring_submit: %s", w->id, strerror(-err));
+			break;
+		}
+		clock_update(w);
+		io_uring_for_each_cqe(&w->ring, head, cqe) {
+			dispatch(w, cqe);
+			n++;
+		}
+		io_uring_cq_advance(&w->ring, n);
+	}
+	return NULL;
+}
+
+int workers_start(struct worker_set *ws, struct snapshot *snap, unsigned n, struct alog *alog)
+{
+	int err = 0;
+
+	ws->workers = calloc(n, sizeof(*ws->workers));
+	if (!ws->workers)
+		return -ENOMEM;
+	ws->n = 0;
+	/* Set every worker up before any runs, so a bind failure stops start-up cleanly. */
+	for (unsigned i = 0; i < n; i++) {
+		struct worker *w = &ws->workers[i];
+
+		w->id = i;
+		w->snap = snap;
+		w->wake_fd = -1;
+		snapshot_get(snap);
+		w->alog = alog ? alog_ring(alog, i) : NULL;
+		ws->n++;
+		err = worker_setup(w);
+		if (err)
+			goto fail;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		err = -pthread_create(&ws->workers[i].thread, NULL, worker_main, &ws->workers[i]);
+		if (err) {
+			/* Workers already running are told to stop; the rest never started. */
+			for (unsigned j = 0; j < i; j++) {
+				uint64_t one = 1;
+
+				if (write(ws->workers[j].wake_fd, &one, sizeof(one)) < 0)
+					continue;
+			}
+			for (unsigned j = 0; j < i; j++)
+				pthread_join(ws->workers[j].thread, NULL);
+			goto fail;
+		}
+	}
+	return 0;
+fail:
+	for (unsigned i = 0; i < ws->n; i++) {
+		worker_teardown(&ws->workers[i]);
+		snapshot_put(ws->workers[i].snap);
+	}
+	free(ws->workers);
+	ws->workers = NULL;
+	ws->n = 0;
+	return err;
+}
+
+void workers_stop(struct worker_set *ws)
+{
+	for (unsigned i = 0; i < ws->n; i++) {
+		uint64_t one = 1;
+
+		if (write(ws->workers[i].wake_fd, &one, sizeof(one)) < 0)
+			log_warn("worker %u: cannot signal stop: %s", i, strerror(errno));
+	}
+	for (unsigned i = 0; i < ws->n; i++) {
+		pthread_join(ws->workers[i].thread, NULL);
+		worker_teardown(&ws->workers[i]);
+		snapshot_put(ws->workers[i].snap);
+	}
+	free(ws->workers);
+	ws->workers = NULL;
+	ws->n = 0;
+}

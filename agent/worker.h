@@ -1,0 +1,117 @@
+/* agent/worker.h — worker threads: one io_uring each, their listeners, connections and timers. */
+#ifndef OPENCLAW_WORKER_H
+#define OPENCLAW_WORKER_H
+
+#include <liburing.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "http1.h"
+#include "lb.h"
+#include "list.h"
+
+struct alog;
+struct alog_ring;
+
+/* An immutable published configuration with its shared balancer state. */
+struct snapshot {
+	struct config *cfg;
+	struct lb_pool *pools;  /* one per cfg->upstreams entry */
+	char ***server_names;   /* [pool][server] "ip:port", for logs */
+	_Atomic int refs;       /* holders: the publisher and each worker using it */
+};
+
+/* Builds a snapshot owning cfg (on failure cfg is left to the caller). */
+int snapshot_create(struct config *cfg, struct snapshot **out);
+void snapshot_get(struct snapshot *s);
+void snapshot_put(struct snapshot *s);
+
+/* io_uring user_data = object pointer | operation (objects are 16-byte aligned). */
+enum op {
+	OP_IGNORE = 0,  /* completions nobody waits for (linked timeouts, cancels) */
+	OP_ACCEPT,
+	OP_CLIENT_RECV,
+	OP_CLIENT_SEND,
+	OP_UP_CONNECT,
+	OP_UP_RECV,
+	OP_UP_SEND,
+	OP_TICK,
+	OP_WAKE,
+};
+#define OP_MASK 0xfull
+
+/* Per-worker listening socket (SO_REUSEPORT: each worker has its own). */
+struct wlistener {
+	struct worker *w;
+	int fd;
+	unsigned idx;   /* index in cfg->listeners */
+	bool armed;     /* a multishot accept is outstanding */
+} __attribute__((aligned(16)));
+
+/* Per-worker idle upstream connections of one server. */
+struct upool_server {
+	struct dlist idle;  /* struct upconn.node, most recently used first */
+	unsigned nidle;
+};
+
+struct worker_stats {
+	uint64_t accepted;
+	uint64_t requests;
+	uint64_t upstream_connects;
+	uint64_t upstream_reuses;
+};
+
+struct worker {
+	unsigned id;
+	pthread_t thread;
+	struct io_uring ring;
+	struct snapshot *snap;
+	struct lb_local *lb;             /* per pool */
+	struct upool_server **upools;    /* [pool][server] */
+	struct wlistener *listeners;     /* cfg->nlisteners */
+	struct dlist clients;            /* every open client connection */
+	unsigned nclients;
+	unsigned nupconns;               /* open upstream connections, idle or busy */
+	uint64_t now_ns;                 /* CLOCK_MONOTONIC, refreshed per loop */
+	uint64_t now_ms;
+	int wake_fd;                     /* eventfd: the main thread asks us to stop */
+	uint64_t wake_buf;
+	struct __kernel_timespec tick_ts;
+	bool draining;
+	bool stopped;                    /* loop exit requested */
+	uint64_t drain_deadline_ms;
+	struct alog_ring *alog;
+	uint64_t rng;                    /* xorshift64 state for request ids */
+	struct worker_stats stats;
+	int start_err;                   /* set before the thread signals readiness */
+};
+
+/* Shared between the main thread and workers. */
+struct worker_set {
+	struct worker *workers;
+	unsigned n;
+};
+
+int workers_start(struct worker_set *ws, struct snapshot *snap, unsigned n, struct alog *alog);
+/* Asks every worker to drain and waits for them to exit. */
+void workers_stop(struct worker_set *ws);
+
+/* Inside a worker: an SQE, submitting first when the queue is full. */
+struct io_uring_sqe *worker_sqe(struct worker *w);
+
+static inline uint64_t op_data(void *obj, enum op op)
+{
+	return (uint64_t)(uintptr_t)obj | (uint64_t)op;
+}
+
+/* proxy.c: the HTTP connection state machine. */
+void proxy_accept(struct worker *w, struct wlistener *l, int fd);
+void proxy_complete(struct worker *w, void *obj, enum op op, int res, unsigned flags);
+void proxy_tick(struct worker *w);
+void proxy_drain(struct worker *w);
+void proxy_close_all(struct worker *w);
+
+#endif
