@@ -2,21 +2,21 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <grp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "accesslog.h"
+#include "agent.h"
 #include "config.h"
+#include "control.h"
 #include "log.h"
 #include "worker.h"
-
-#ifndef OPENCLAW_VERSION
-#define OPENCLAW_VERSION "0.1.0"
-#endif
 
 static void usage(FILE *f)
 {
@@ -161,12 +161,46 @@ int main(int argc, char **argv)
 		alog_close(alog);
 		return 1;
 	}
+	struct agent agent = {
+		.config_path = path,
+		.started_at = time(NULL),
+		.loaded_at = time(NULL),
+		.snap = snap,
+		.workers = &ws,
+	};
+	struct control *ctl = NULL;
+
+	/* The control socket first: it also tells us whether another clawd is running. */
+	if (cfg->control_socket) {
+		gid_t group = (gid_t)-1;
+
+		if (cfg->control_group) {
+			struct group gr, *res = NULL;
+			char buf[4096];
+
+			if (getgrnam_r(cfg->control_group, &gr, buf, sizeof(buf), &res) || !res) {
+				log_err("control.group: no such group '%s'", cfg->control_group);
+				goto fail_early;
+			}
+			group = gr.gr_gid;
+		}
+		rc = control_open(&ctl, cfg->control_socket, group, err, sizeof(err));
+		if (rc) {
+			log_err("%s", err);
+			goto fail_early;
+		}
+		status_register(ctl, &agent);
+	}
 	rc = workers_start(&ws, snap, nworkers, alog);
 	if (rc) {
 		log_err("start-up failed: %s", strerror(-rc));
-		snapshot_put(snap);
-		alog_close(alog);
-		return 1;
+		control_close(ctl);
+		goto fail_early;
+	}
+	if (ctl && (rc = control_start(ctl))) {
+		log_err("control socket: %s", strerror(-rc));
+		control_close(ctl);
+		ctl = NULL;
 	}
 	if (cfg->pid_file && (rc = write_pid_file(cfg->pid_file)))
 		log_warn("pid_file %s: %s", cfg->pid_file, strerror(-rc));
@@ -195,9 +229,16 @@ int main(int argc, char **argv)
 	}
 	if (cfg->pid_file)
 		unlink(cfg->pid_file);
+	/* The control thread reads worker state: it stops first. */
+	control_close(ctl);
 	workers_stop(&ws);
 	log_notice("stopped");
 	snapshot_put(snap);
 	alog_close(alog);
 	return 0;
+
+fail_early:
+	snapshot_put(snap);
+	alog_close(alog);
+	return 1;
 }

@@ -352,7 +352,7 @@ void proxy_accept(struct worker *w, struct wlistener *l, int fd)
 	socklen_t plen;
 	int one = 1;
 
-	w->stats.accepted++;
+	STAT_ADD(w, accepted, 1);
 	if (w->draining) {
 		close(fd);
 		return;
@@ -386,6 +386,7 @@ void proxy_accept(struct worker *w, struct wlistener *l, int fd)
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	dlist_add_tail(&w->clients, &c->node);
 	w->nclients++;
+	STAT_ADD(w, active, 1);
 	c->state = CS_HEAD;
 	c->keep_alive = true;
 	set_deadline(c, DL_IDLE, cfg->timeouts.client_header_ms);
@@ -399,6 +400,7 @@ static void client_free_if_done(struct client *c)
 	close(c->fd);
 	dlist_del(&c->node);
 	c->w->nclients--;
+	STAT_ADD(c->w, active, -1);
 	free(c->in);
 	free(c->out);
 	free(c);
@@ -609,7 +611,7 @@ static void exchange_begin(struct client *c)
 	const struct config *cfg = wcfg(w);
 	const struct cfg_route *r;
 
-	w->stats.requests++;
+	STAT_ADD(w, requests, 1);
 	c->have_req = true;
 	c->keep_alive = c->req.keep_alive && !w->draining;
 	c->body_off = c->req.head_len;
@@ -759,7 +761,7 @@ static void exchange_connect(struct client *c)
 		c->tried[c->ntried++] = s;
 		u = up_take_idle(w, c->pool, s);
 		if (u) {
-			w->stats.upstream_reuses++;
+			STAT_ADD(w, upstream_reuses, 1);
 			u->owner = c;
 			u->reused = true;
 			c->up = u;
@@ -772,7 +774,7 @@ static void exchange_connect(struct client *c)
 		c->status = 502;
 		c->error = "cannot create backend socket";
 	}
-	w->stats.upstream_connects++;
+	STAT_ADD(w, upstream_connects, 1);
 	u->owner = c;
 	u->reused = false;
 	c->up = u;
@@ -939,7 +941,7 @@ static bool maybe_replay(struct client *c, struct upconn *u)
 	if (!nu)
 		return false;
 	c->tried[c->ntried++] = c->server;
-	c->w->stats.upstream_connects++;
+	c->STAT_ADD(w, upstream_connects, 1);
 	nu->owner = c;
 	c->up = nu;
 	const struct cfg_server *srv = &wcfg(c->w)->upstreams[c->pool].servers[c->server];

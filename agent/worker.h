@@ -57,12 +57,20 @@ struct upool_server {
 	unsigned nidle;
 };
 
+/* Counters written by their worker only and read by the control thread. */
 struct worker_stats {
-	uint64_t accepted;
-	uint64_t requests;
-	uint64_t upstream_connects;
-	uint64_t upstream_reuses;
+	_Atomic uint64_t accepted;          /* client connections accepted */
+	_Atomic uint64_t requests;          /* request heads parsed */
+	_Atomic uint64_t upstream_connects; /* new backend connections opened */
+	_Atomic uint64_t upstream_reuses;   /* requests sent on a pooled connection */
+	_Atomic uint64_t active;            /* client connections open now */
 };
+
+/* Single writer: a relaxed load and store, no locked instruction on the hot path. */
+#define STAT_ADD(w, field, n)                                                              \
+	atomic_store_explicit(&(w)->stats.field,                                           \
+			      atomic_load_explicit(&(w)->stats.field, memory_order_relaxed) + (n), \
+			      memory_order_relaxed)
 
 struct worker {
 	unsigned id;

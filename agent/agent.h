@@ -1,0 +1,28 @@
+/* agent/agent.h — the running agent as the control commands see it. */
+#ifndef OPENCLAW_AGENT_H
+#define OPENCLAW_AGENT_H
+
+#include <stdint.h>
+
+#include "control.h"
+#include "worker.h"
+
+#ifndef OPENCLAW_VERSION
+#define OPENCLAW_VERSION "0.1.0"
+#endif
+
+struct agent {
+	const char *config_path;
+	uint64_t started_at;    /* wall clock, seconds */
+	uint64_t loaded_at;     /* when the running config was loaded, seconds */
+	struct snapshot *snap;  /* the running configuration */
+	struct worker_set *workers;
+};
+
+/* Registers "status" and "ping". */
+int status_register(struct control *c, struct agent *a);
+
+/* Algorithm name as written in the config file. */
+const char *status_algorithm_name(int algorithm);
+
+#endif
