@@ -90,7 +90,7 @@ struct cfg_route {
 	unsigned nhosts;
 	enum route_path_kind path_kind;
 	char *path;              /* exact or prefix, or the regex source */
-	void *path_re;           /* pcre2_code *, compiled at load for ROUTE_PATH_REGEX */
+	void *path_re;           /* pcre2_code *, compiled (and JIT-compiled when possible) at load for ROUTE_PATH_REGEX */
 	char **methods;          /* upper-case tokens; none = any */
 	unsigned nmethods;
 	struct cfg_header_match *headers; /* all must match */
@@ -125,13 +125,17 @@ struct config {
 	unsigned ntrusted;
 	char *access_log;             /* file path, "stdout", or NULL when off */
 	char *pid_file;               /* NULL = none */
+	char *control_socket;         /* control.socket: Unix socket path, NULL when "off" */
+	char *control_group;          /* control.group: group allowed besides root, or NULL */
 };
 
 /*
  * Loads and validates path. On success returns 0 and *out (free with
  * config_free). On failure returns a negative errno and writes
  * "FILE:LINE: KEY: reason" into err (KEY is the dotted path, e.g.
- * "upstreams[0].servers[1].weight").
+ * "upstreams[0].servers[1].weight"; "(yaml)" for YAML syntax errors, "(root)"
+ * for the document as a whole). Errors about the file itself carry no line:
+ * "FILE: not a regular file", "FILE: No such file or directory".
  */
 int config_load(const char *path, struct config **out, char *err, size_t errlen);
 

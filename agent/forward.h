@@ -26,7 +26,8 @@ struct forward_ctx {
  * answers 100-continue itself), Transfer-Encoding/Content-Length kept as the
  * framing requires, and X-Forwarded-For/-Proto/-Host and Forwarded set:
  * appended to when the peer is trusted, replaced otherwise.
- * Returns the length, or -ENOSPC when cap is too small.
+ * Returns the length, or -ENOSPC when cap is too small (-EINVAL when
+ * host_rewrite or request_id holds a control character).
  */
 ssize_t forward_request_head(char *out, size_t cap, const struct http1_request *req,
 			     const struct forward_ctx *ctx);
@@ -35,7 +36,9 @@ ssize_t forward_request_head(char *out, size_t cap, const struct http1_request *
  * Writes the response head for the client: "HTTP/1.1 status reason", headers
  * minus hop-by-hop ones, framing headers kept, "Connection: close" when
  * client_keep_alive is false (and "Connection: keep-alive" for a 1.0 client
- * that keeps it). Returns the length, or -ENOSPC.
+ * that keeps it). A chunked body towards a 1.0 client gets no
+ * Transfer-Encoding and "Connection: close": the relay must de-chunk it.
+ * Returns the length, or -ENOSPC.
  */
 ssize_t forward_response_head(char *out, size_t cap, const struct http1_response *resp,
 			      bool client_keep_alive, uint8_t client_version_minor);
@@ -45,6 +48,9 @@ ssize_t forward_response_head(char *out, size_t cap, const struct http1_response
  * responses): status line, Content-Type, Content-Length, Connection, extra
  * header lines (each ending in CRLF, may be NULL), then body. HEAD requests
  * get the head only (pass body_len for the Content-Length anyway).
+ * 1xx/204/304 get neither body nor Content-Length. Returns the length,
+ * -ENOSPC, or -EINVAL for a status outside 100-599 or extra_headers not
+ * ending in CRLF.
  */
 ssize_t forward_local_response(char *out, size_t cap, int status, const char *content_type,
 			       const char *body, size_t body_len, bool keep_alive, bool head_only,

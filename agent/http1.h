@@ -21,6 +21,7 @@ enum http1_result {
 	HTTP1_ERR_VERSION = -505,         /* HTTP/2.0 or HTTP/0.9 request line */
 };
 
+/* A zero field means the built-in default: 8 KiB line, 64 KiB head, HTTP1_MAX_HEADERS fields. */
 struct http1_limits {
 	uint32_t request_line; /* bytes of the request line, CRLF excluded */
 	uint32_t header_size;  /* bytes of the whole head including CRLFCRLF */
@@ -123,6 +124,12 @@ const struct http1_header *http1_find_header(const struct http1_header *h, uint3
 
 /* True when the comma-separated token list v contains token (case-insensitive). */
 bool http1_list_has_token(const char *v, size_t len, const char *token);
+
+/* Like http1_list_has_token, for a token that is not NUL-terminated. */
+bool http1_list_has_token_n(const char *v, size_t len, const char *token, size_t token_len);
+
+/* True when the n bytes at a equal the NUL-terminated b, ignoring ASCII case (locale-free). */
+bool http1_casecmp_eq(const char *a, size_t n, const char *b);
 
 /* Standard reason phrase for a status ("Not Found"); "Unknown" when none. */
 const char *http1_reason(int status);

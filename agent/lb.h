@@ -65,7 +65,11 @@ uint64_t lb_request_hash(const struct lb_pool *p, const struct http1_request *re
 int lb_pick(struct lb_pool *p, struct lb_local *l, uint64_t hash, const uint32_t *exclude,
 	    unsigned nexclude, uint64_t now_ns);
 
-/* Bracket every request sent to server idx (feeds least_conn and peak_ewma). */
+/*
+ * Bracket every request sent to server idx (feeds least_conn and peak_ewma).
+ * latency_ns is the time to the response head; 0 records no latency sample
+ * (the request never got an answer), only the end of the request.
+ */
 void lb_begin(struct lb_pool *p, int idx);
 void lb_end(struct lb_pool *p, int idx, uint64_t latency_ns, uint64_t now_ns);
 

@@ -244,16 +244,6 @@ static bool iov_advance(struct iovec *iov, size_t n)
 
 /* ---- upstream connections ---------------------------------------------------- */
 
-static void up_free_if_done(struct upconn *u)
-{
-	if (!u->closing || u->pending)
-		return;
-	close(u->fd);
-	u->w->nupconns--;
-	free(u->buf);
-	free(u);
-}
-
 static void up_close(struct upconn *u)
 {
 	if (u->closing)
@@ -261,9 +251,10 @@ static void up_close(struct upconn *u)
 	u->closing = true;
 	u->owner = NULL;
 	dlist_del(&u->node);
+	/* Freed by proxy_reap once every operation on it has come back. */
+	dlist_add_tail(&u->w->dead_ups, &u->node);
 	if (u->pending)
 		cancel_fd(u->w, u->fd);
-	up_free_if_done(u);
 }
 
 /* Returns the connection to its server's idle list, or closes it. */
@@ -393,19 +384,6 @@ void proxy_accept(struct worker *w, struct wlistener *l, int fd)
 	arm_client_recv(c);
 }
 
-static void client_free_if_done(struct client *c)
-{
-	if (!c->closing || c->pending)
-		return;
-	close(c->fd);
-	dlist_del(&c->node);
-	c->w->nclients--;
-	STAT_ADD(c->w, active, -1);
-	free(c->in);
-	free(c->out);
-	free(c);
-}
-
 static void lb_finish(struct client *c);
 
 static void client_close(struct client *c)
@@ -419,9 +397,10 @@ static void client_close(struct client *c)
 		up_close(c->up);
 		c->up = NULL;
 	}
+	dlist_del(&c->node);
+	dlist_add_tail(&c->w->dead_clients, &c->node);
 	if (c->pending)
 		cancel_fd(c->w, c->fd);
-	client_free_if_done(c);
 }
 
 static void log_exchange(struct client *c)
@@ -941,7 +920,7 @@ static bool maybe_replay(struct client *c, struct upconn *u)
 	if (!nu)
 		return false;
 	c->tried[c->ntried++] = c->server;
-	c->STAT_ADD(w, upstream_connects, 1);
+	STAT_ADD(c->w, upstream_connects, 1);
 	nu->owner = c;
 	c->up = nu;
 	const struct cfg_server *srv = &wcfg(c->w)->upstreams[c->pool].servers[c->server];
@@ -1383,7 +1362,6 @@ void proxy_complete(struct worker *w, void *obj, enum op op, int res, unsigned f
 
 		c->pending--;
 		on_client_recv(c, res);
-		client_free_if_done(c);
 		return;
 	}
 	case OP_CLIENT_SEND: {
@@ -1391,44 +1369,28 @@ void proxy_complete(struct worker *w, void *obj, enum op op, int res, unsigned f
 
 		c->pending--;
 		on_client_send(c, res);
-		client_free_if_done(c);
 		return;
 	}
 	case OP_UP_CONNECT: {
 		struct upconn *u = obj;
 
 		u->pending--;
-		if (u->closing) {
-			up_free_if_done(u);
-			return;
-		}
-		struct client *c = u->owner;
-		on_up_connect(u, res);
-		up_free_if_done(u);
-		if (c)
-			client_free_if_done(c);
+		if (!u->closing)
+			on_up_connect(u, res);
 		return;
 	}
 	case OP_UP_RECV: {
 		struct upconn *u = obj;
-		struct client *c = u->owner;
 
 		u->pending--;
 		on_up_recv(u, res);
-		up_free_if_done(u);
-		if (c)
-			client_free_if_done(c);
 		return;
 	}
 	case OP_UP_SEND: {
 		struct upconn *u = obj;
-		struct client *c = u->owner;
 
 		u->pending--;
 		on_up_send(u, res);
-		up_free_if_done(u);
-		if (c)
-			client_free_if_done(c);
 		return;
 	}
 	default:
@@ -1517,4 +1479,35 @@ void proxy_close_all(struct worker *w)
 		}
 	}
 	proxy_drain(w);
+}
+
+/* Frees closed connections whose operations have all completed; runs after each batch. */
+void proxy_reap(struct worker *w)
+{
+	struct dlist *pos, *tmp;
+
+	dlist_for_each_safe(pos, tmp, &w->dead_clients) {
+		struct client *c = dlist_entry(pos, struct client, node);
+
+		if (c->pending)
+			continue;
+		dlist_del(&c->node);
+		close(c->fd);
+		w->nclients--;
+		STAT_ADD(w, active, -1);
+		free(c->in);
+		free(c->out);
+		free(c);
+	}
+	dlist_for_each_safe(pos, tmp, &w->dead_ups) {
+		struct upconn *u = dlist_entry(pos, struct upconn, node);
+
+		if (u->pending)
+			continue;
+		dlist_del(&u->node);
+		close(u->fd);
+		w->nupconns--;
+		free(u->buf);
+		free(u);
+	}
 }

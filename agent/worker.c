@@ -202,6 +202,8 @@ static int worker_setup(struct worker *w)
 	int err;
 
 	dlist_init(&w->clients);
+	dlist_init(&w->dead_clients);
+	dlist_init(&w->dead_ups);
 	w->rng = ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)w ^ 0x9e3779b97f4a7c15ull;
 	clock_update(w);
 	w->rng ^= w->now_ns;
@@ -301,6 +303,7 @@ static void *worker_main(void *arg)
 			n++;
 		}
 		io_uring_cq_advance(&w->ring, n);
+		proxy_reap(w);
 	}
 	return NULL;
 }

@@ -81,6 +81,8 @@ struct worker {
 	struct upool_server **upools;    /* [pool][server] */
 	struct wlistener *listeners;     /* cfg->nlisteners */
 	struct dlist clients;            /* every open client connection */
+	struct dlist dead_clients;       /* closed, waiting for their operations to return */
+	struct dlist dead_ups;           /* closed upstream connections, likewise */
 	unsigned nclients;
 	unsigned nupconns;               /* open upstream connections, idle or busy */
 	uint64_t now_ns;                 /* CLOCK_MONOTONIC, refreshed per loop */
@@ -121,5 +123,6 @@ void proxy_complete(struct worker *w, void *obj, enum op op, int res, unsigned f
 void proxy_tick(struct worker *w);
 void proxy_drain(struct worker *w);
 void proxy_close_all(struct worker *w);
+void proxy_reap(struct worker *w);
 
 #endif

@@ -20,6 +20,8 @@
 struct ctl {
 	const char *socket;
 	bool json;
+	char *raw;     /* the last reply line */
+	char *strbuf;  /* backs the strings of the last parsed reply */
 };
 
 struct ctl_cmd {
@@ -124,6 +126,9 @@ static int ctl_request(struct ctl *ctl, const char *request, struct jsonr *j, ch
 	if (rc)
 		return EXIT_REFUSED;
 	char *strbuf = malloc(len + 1);
+
+	ctl->raw = *raw;
+	ctl->strbuf = strbuf;
 	if (!strbuf || jsonr_parse(j, *raw, len, nodes, 65536, strbuf, len + 1)) {
 		fprintf(stderr, "clawctl: unreadable reply from clawd\n");
 		return EXIT_REFUSED;
@@ -270,7 +275,12 @@ int main(int argc, char **argv)
 	if (optind >= argc)
 		return usage_error("no command given; see 'clawctl --help'");
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-		if (!strcmp(argv[optind], commands[i].name))
-			return commands[i].run(&ctl, argc - optind, argv + optind);
+		if (!strcmp(argv[optind], commands[i].name)) {
+			int rc = commands[i].run(&ctl, argc - optind, argv + optind);
+
+			free(ctl.raw);
+			free(ctl.strbuf);
+			return rc;
+		}
 	return usage_error("unknown command '%s'; see 'clawctl --help'", argv[optind]);
 }

@@ -1,0 +1,1425 @@
+/* agent/config.c — loads clawd's YAML file (libyaml) into a validated struct config, or says FILE:LINE: KEY: why not. */
+#include "config.h"
+#include "control.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <yaml.h>
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
+#include "http1.h"
+#include "parse.h"
+
+#define CFG_KEY_MAX 256            /* longest dotted key path kept for messages */
+#define CFG_MAX_FIELDS 16          /* most keys any one mapping of the schema has */
+#define CFG_NAME_MAX 64            /* listener, upstream and route names */
+#define CFG_FILE_MAX (16u << 20)   /* a config larger than this is a mistake */
+
+/* State of one load: where messages go and the document being read. */
+struct cfg_ctx {
+	const char *name;     /* file name used in messages */
+	char *err;            /* caller's message buffer (may be NULL) */
+	size_t errlen;
+	yaml_document_t *doc;
+	struct config *cfg;   /* being filled; config_load_string frees it on error */
+};
+
+static unsigned cfg_line(const yaml_node_t *n)
+{
+	return n ? (unsigned)n->start_mark.line + 1 : 1;
+}
+
+/* Writes "FILE:LINE: KEY: reason" and returns -EINVAL, so call sites read `return cfg_fail(...)`. */
+__attribute__((format(printf, 4, 5)))
+static int cfg_fail(struct cfg_ctx *c, const yaml_node_t *n, const char *key, const char *fmt, ...)
+{
+	char why[512];
+	va_list ap;
+
+	if (!c->err || !c->errlen)
+		return -EINVAL;
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	snprintf(c->err, c->errlen, "%s:%u: %s: %s", c->name, cfg_line(n), key, why);
+	return -EINVAL;
+}
+
+static int cfg_oom(struct cfg_ctx *c)
+{
+	if (c->err && c->errlen)
+		snprintf(c->err, c->errlen, "%s: out of memory", c->name);
+	return -ENOMEM;
+}
+
+static yaml_node_t *cfg_node(struct cfg_ctx *c, int id)
+{
+	return yaml_document_get_node(c->doc, id);
+}
+
+/* A path cut short ends in "..." so the message does not name a different key. */
+static const char *key_mark_cut(char *buf, int n)
+{
+	if (n >= CFG_KEY_MAX)
+		memcpy(buf + CFG_KEY_MAX - 4, "...", 4);
+	return buf;
+}
+
+static const char *key_join(char *buf, const char *parent, const char *key)
+{
+	if (parent[0])
+		return key_mark_cut(buf, snprintf(buf, CFG_KEY_MAX, "%s.%s", parent, key));
+	return key_mark_cut(buf, snprintf(buf, CFG_KEY_MAX, "%s", key));
+}
+
+static const char *key_index(char *buf, const char *parent, unsigned i)
+{
+	return key_mark_cut(buf, snprintf(buf, CFG_KEY_MAX, "%s[%u]", parent, i));
+}
+
+/* ---- scalar and type helpers ------------------------------------------------ */
+
+static const char *scalar(const yaml_node_t *n)
+{
+	return (const char *)n->data.scalar.value;
+}
+
+/* YAML 1.1 null: an empty or "~"/"null" plain scalar, as in `pid_file:` with nothing after it. */
+static bool is_null(const yaml_node_t *n)
+{
+	static const char *const nulls[] = { "", "~", "null", "Null", "NULL" };
+
+	if (n->type != YAML_SCALAR_NODE || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+		return false;
+	for (size_t i = 0; i < sizeof(nulls) / sizeof(nulls[0]); i++)
+		if (!strcmp(scalar(n), nulls[i]))
+			return true;
+	return false;
+}
+
+static const char *node_kind(const yaml_node_t *n)
+{
+	switch (n->type) {
+	case YAML_SEQUENCE_NODE:
+		return "a list";
+	case YAML_MAPPING_NODE:
+		return "a mapping";
+	case YAML_SCALAR_NODE:
+		return is_null(n) ? "nothing (null)" : "a scalar";
+	default:
+		return "nothing";
+	}
+}
+
+static int want_map(struct cfg_ctx *c, const yaml_node_t *n, const char *key)
+{
+	if (n->type != YAML_MAPPING_NODE)
+		return cfg_fail(c, n, key, "expected a mapping, got %s", node_kind(n));
+	return 0;
+}
+
+static int want_seq(struct cfg_ctx *c, const yaml_node_t *n, const char *key)
+{
+	if (n->type != YAML_SEQUENCE_NODE)
+		return cfg_fail(c, n, key, "expected a list, got %s", node_kind(n));
+	return 0;
+}
+
+static unsigned seq_len(const yaml_node_t *n)
+{
+	return (unsigned)(n->data.sequence.items.top - n->data.sequence.items.start);
+}
+
+static yaml_node_t *seq_item(struct cfg_ctx *c, const yaml_node_t *n, unsigned i)
+{
+	return cfg_node(c, n->data.sequence.items.start[i]);
+}
+
+static int get_str(struct cfg_ctx *c, const yaml_node_t *n, const char *key, const char **out)
+{
+	if (n->type != YAML_SCALAR_NODE || is_null(n))
+		return cfg_fail(c, n, key, "expected a string, got %s", node_kind(n));
+	if (strlen(scalar(n)) != n->data.scalar.length)
+		return cfg_fail(c, n, key, "contains a NUL byte");
+	*out = scalar(n);
+	return 0;
+}
+
+static int get_nonempty(struct cfg_ctx *c, const yaml_node_t *n, const char *key, const char **out)
+{
+	if (get_str(c, n, key, out))
+		return -EINVAL;
+	if (!**out)
+		return cfg_fail(c, n, key, "must not be empty");
+	return 0;
+}
+
+static int dup_str(struct cfg_ctx *c, const char *s, char **out)
+{
+	*out = strdup(s);
+	return *out ? 0 : cfg_oom(c);
+}
+
+/* Decimal only: "010" would be octal to some YAML readers, so leading zeros are refused. */
+static int get_uint(struct cfg_ctx *c, const yaml_node_t *n, const char *key, uint64_t min,
+		    uint64_t max, uint64_t *out)
+{
+	const char *s = NULL;
+	uint64_t v = 0;
+
+	if (n->type != YAML_SCALAR_NODE || is_null(n))
+		return cfg_fail(c, n, key, "expected an integer, got %s", node_kind(n));
+	s = scalar(n);
+	if (!*s || (s[0] == '0' && s[1]) || strspn(s, "0123456789") != strlen(s))
+		return cfg_fail(c, n, key, "expected an integer, got \"%s\"", s);
+	for (const char *p = s; *p; p++) {
+		if (v > (UINT64_MAX - 9) / 10)
+			return cfg_fail(c, n, key, "must be between %" PRIu64 " and %" PRIu64 ", got %s",
+					min, max, s);
+		v = v * 10 + (uint64_t)(*p - '0');
+	}
+	if (v < min || v > max)
+		return cfg_fail(c, n, key, "must be between %" PRIu64 " and %" PRIu64 ", got %s", min,
+				max, s);
+	*out = v;
+	return 0;
+}
+
+static int get_duration(struct cfg_ctx *c, const yaml_node_t *n, const char *key, uint64_t *out)
+{
+	const char *s = NULL;
+	int rc;
+
+	if (n->type != YAML_SCALAR_NODE || is_null(n))
+		return cfg_fail(c, n, key, "expected a duration, got %s", node_kind(n));
+	s = scalar(n);
+	rc = parse_duration_ms(s, out);
+	if (rc == -ERANGE)
+		return cfg_fail(c, n, key, "duration \"%s\" is too large", s);
+	if (rc)
+		return cfg_fail(c, n, key,
+				"expected a duration such as 250ms, 10s, 5m, 1h or 1d (a bare number only for 0), got \"%s\"",
+				s);
+	return 0;
+}
+
+/* Shows a byte count the way an operator would write it: 65536 → "64k". */
+static const char *fmt_size(uint64_t v, char *buf, size_t len)
+{
+	if (v && !(v % (1ULL << 30)))
+		snprintf(buf, len, "%" PRIu64 "g", v >> 30);
+	else if (v && !(v % (1ULL << 20)))
+		snprintf(buf, len, "%" PRIu64 "m", v >> 20);
+	else if (v && !(v % (1ULL << 10)))
+		snprintf(buf, len, "%" PRIu64 "k", v >> 10);
+	else
+		snprintf(buf, len, "%" PRIu64, v);
+	return buf;
+}
+
+static int get_size(struct cfg_ctx *c, const yaml_node_t *n, const char *key, uint64_t min,
+		    uint64_t max, uint64_t *out)
+{
+	char a[32], b[32];
+	const char *s = NULL;
+	int rc;
+
+	if (n->type != YAML_SCALAR_NODE || is_null(n))
+		return cfg_fail(c, n, key, "expected a size, got %s", node_kind(n));
+	s = scalar(n);
+	rc = parse_size(s, out);
+	if (rc == -ERANGE)
+		return cfg_fail(c, n, key, "size \"%s\" is too large", s);
+	if (rc)
+		return cfg_fail(c, n, key, "expected a size such as 512, 16k, 1m or 2g, got \"%s\"", s);
+	if (*out < min || *out > max)
+		return cfg_fail(c, n, key, "must be between %s and %s, got %s",
+				fmt_size(min, a, sizeof(a)), fmt_size(max, b, sizeof(b)), s);
+	return 0;
+}
+
+static int get_addr(struct cfg_ctx *c, const yaml_node_t *n, const char *key, struct net_addr *out)
+{
+	const char *s = NULL, *why = "invalid address";
+
+	if (get_nonempty(c, n, key, &s))
+		return -EINVAL;
+	if (net_addr_parse(s, 0, out, &why))
+		return cfg_fail(c, n, key, "bad address \"%s\": %s", s, why);
+	return 0;
+}
+
+/* ---- mappings: unknown and duplicate keys ----------------------------------- */
+
+/*
+ * Checks that map is a mapping whose keys all come from keys[] (each at most
+ * once) and stores each value node in vals[] (NULL when absent) and, when
+ * knodes is not NULL, each key node there: messages about a key's presence
+ * point at the key's line, which for a block value is not the value's line.
+ */
+static int cfg_fields(struct cfg_ctx *c, const yaml_node_t *map, const char *path,
+		      const char *const *keys, size_t nkeys, yaml_node_t **vals,
+		      yaml_node_t **knodes)
+{
+	yaml_node_t *first[CFG_MAX_FIELDS] = { 0 };
+	char kp[CFG_KEY_MAX];
+
+	if (want_map(c, map, path[0] ? path : "(root)"))
+		return -EINVAL;
+	for (size_t i = 0; i < nkeys; i++)
+		vals[i] = NULL;
+	for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
+		yaml_node_t *k = cfg_node(c, p->key), *v = cfg_node(c, p->value);
+		size_t i;
+
+		if (k->type != YAML_SCALAR_NODE || strlen(scalar(k)) != k->data.scalar.length)
+			return cfg_fail(c, k, path[0] ? path : "(root)", "keys must be plain strings");
+		for (i = 0; i < nkeys; i++)
+			if (!strcmp(scalar(k), keys[i]))
+				break;
+		key_join(kp, path, scalar(k));
+		if (i == nkeys) {
+			char list[256];
+			size_t off = 0;
+
+			list[0] = '\0';
+			for (size_t j = 0; j < nkeys && off < sizeof(list); j++)
+				off += (size_t)snprintf(list + off, sizeof(list) - off, "%s%s",
+							j ? ", " : "", keys[j]);
+			return cfg_fail(c, k, kp, "unknown key (expected one of: %s)", list);
+		}
+		if (first[i])
+			return cfg_fail(c, k, kp, "duplicate key, first at line %u", cfg_line(first[i]));
+		first[i] = k;
+		vals[i] = v;
+	}
+	if (knodes)
+		for (size_t i = 0; i < nkeys; i++)
+			knodes[i] = first[i];
+	return 0;
+}
+
+/* ---- name and token syntax ---------------------------------------------------- */
+
+static int check_name(struct cfg_ctx *c, const yaml_node_t *n, const char *key, const char *s)
+{
+	size_t len = strlen(s);
+
+	if (len == 0 || len > CFG_NAME_MAX)
+		return cfg_fail(c, n, key, "names are 1 to %d characters", CFG_NAME_MAX);
+	if (strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") != len)
+		return cfg_fail(c, n, key, "\"%s\": names may only use letters, digits, '_', '.' and '-'",
+				s);
+	return 0;
+}
+
+/* RFC 9110 token: method names and header field names. */
+static bool is_token(const char *s)
+{
+	static const char tchar[] = "!#$%&'*+-.^_`|~0123456789"
+				    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+	size_t len = strlen(s);
+
+	return len && strspn(s, tchar) == len;
+}
+
+/* A value that goes into a header line must not be able to end it. */
+static bool is_field_value(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 && *s != '\t')
+			return false;
+		else if (*s == 0x7f)
+			return false;
+	return true;
+}
+
+/* Host patterns: "api.example.com" or "*.example.com"; labels of [a-z0-9_-]. Lower-cases in place. */
+static bool host_pattern_ok(char *s)
+{
+	char *p = s;
+	size_t label = 0;
+
+	for (char *q = s; *q; q++)
+		if (*q >= 'A' && *q <= 'Z')
+			*q = (char)(*q - 'A' + 'a');
+	if (strlen(s) > 253)
+		return false;
+	if (p[0] == '*' && p[1] == '.')
+		p += 2;
+	if (!*p)
+		return false;
+	for (; *p; p++) {
+		if (*p == '.') {
+			if (!label)
+				return false;
+			label = 0;
+		} else if ((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' ||
+			   *p == '_') {
+			if (++label > 63)
+				return false;
+		} else {
+			return false;
+		}
+	}
+	return label > 0;
+}
+
+/* ---- timeouts ------------------------------------------------------------------- */
+
+static const struct {
+	const char *key;
+	size_t off;
+	bool zero_ok; /* 0 means "no limit" */
+} timeout_fields[] = {
+	{ "connect", offsetof(struct cfg_timeouts, connect_ms), false },
+	{ "client_header", offsetof(struct cfg_timeouts, client_header_ms), false },
+	{ "client_body", offsetof(struct cfg_timeouts, client_body_ms), false },
+	{ "idle", offsetof(struct cfg_timeouts, idle_ms), false },
+	{ "upstream_response", offsetof(struct cfg_timeouts, upstream_response_ms), false },
+	{ "upstream_idle", offsetof(struct cfg_timeouts, upstream_idle_ms), false },
+	{ "request", offsetof(struct cfg_timeouts, request_ms), true },
+};
+#define NTIMEOUTS (sizeof(timeout_fields) / sizeof(timeout_fields[0]))
+
+static const struct cfg_timeouts default_timeouts = {
+	.connect_ms = 5000,
+	.client_header_ms = 10000,
+	.client_body_ms = 60000,
+	.idle_ms = 60000,
+	.upstream_response_ms = 60000,
+	.upstream_idle_ms = 60000,
+	.request_ms = 0,
+};
+
+/* Overrides the members of *t named in the mapping n; the rest keep their values. */
+static int parse_timeouts(struct cfg_ctx *c, const yaml_node_t *n, const char *path,
+			  struct cfg_timeouts *t)
+{
+	const char *keys[NTIMEOUTS];
+	yaml_node_t *v[NTIMEOUTS];
+	char kp[CFG_KEY_MAX];
+
+	for (size_t i = 0; i < NTIMEOUTS; i++)
+		keys[i] = timeout_fields[i].key;
+	if (cfg_fields(c, n, path, keys, NTIMEOUTS, v, NULL))
+		return -EINVAL;
+	for (size_t i = 0; i < NTIMEOUTS; i++) {
+		uint64_t ms;
+
+		if (!v[i])
+			continue;
+		key_join(kp, path, keys[i]);
+		if (get_duration(c, v[i], kp, &ms))
+			return -EINVAL;
+		if (!ms && !timeout_fields[i].zero_ok)
+			return cfg_fail(c, v[i], kp, "must be greater than 0 (only request may be 0)");
+		*(uint64_t *)((char *)t + timeout_fields[i].off) = ms;
+	}
+	return 0;
+}
+
+/* ---- top-level scalars and limits ------------------------------------------------ */
+
+static int parse_limits(struct cfg_ctx *c, const yaml_node_t *n)
+{
+	enum { LIM_REQUEST_LINE, LIM_HEADER_SIZE, LIM_HEADER_COUNT, LIM_N };
+	static const char *const keys[LIM_N] = { "request_line", "header_size", "header_count" };
+	struct cfg_limits *l = &c->cfg->limits;
+	yaml_node_t *v[LIM_N];
+	uint64_t x;
+
+	if (cfg_fields(c, n, "limits", keys, LIM_N, v, NULL))
+		return -EINVAL;
+	if (v[LIM_REQUEST_LINE]) {
+		if (get_size(c, v[LIM_REQUEST_LINE], "limits.request_line", 256, 64 << 10, &x))
+			return -EINVAL;
+		l->request_line = (uint32_t)x;
+	}
+	if (v[LIM_HEADER_SIZE]) {
+		if (get_size(c, v[LIM_HEADER_SIZE], "limits.header_size", 1 << 10, 1 << 20, &x))
+			return -EINVAL;
+		l->header_size = (uint32_t)x;
+	}
+	if (l->header_size < l->request_line) {
+		const yaml_node_t *at = v[LIM_HEADER_SIZE] ? v[LIM_HEADER_SIZE] : v[LIM_REQUEST_LINE];
+
+		return cfg_fail(c, at, v[LIM_HEADER_SIZE] ? "limits.header_size" : "limits.request_line",
+				"header_size (%u) must be at least request_line (%u)", l->header_size,
+				l->request_line);
+	}
+	if (v[LIM_HEADER_COUNT]) {
+		if (get_uint(c, v[LIM_HEADER_COUNT], "limits.header_count", 1, HTTP1_MAX_HEADERS, &x))
+			return -EINVAL;
+		l->header_count = (uint32_t)x;
+	}
+	return 0;
+}
+
+static int parse_workers(struct cfg_ctx *c, const yaml_node_t *n)
+{
+	uint64_t x;
+
+	if (n->type == YAML_SCALAR_NODE && !strcmp(scalar(n), "auto")) {
+		c->cfg->workers = 0;
+		return 0;
+	}
+	if (n->type == YAML_SCALAR_NODE && strspn(scalar(n), "0123456789") != strlen(scalar(n)))
+		return cfg_fail(c, n, "workers", "expected \"auto\" or an integer, got \"%s\"", scalar(n));
+	if (get_uint(c, n, "workers", 1, 256, &x))
+		return -EINVAL;
+	c->cfg->workers = (unsigned)x;
+	return 0;
+}
+
+static int parse_access_log(struct cfg_ctx *c, const yaml_node_t *n)
+{
+	const char *s = NULL;
+
+	if (get_nonempty(c, n, "access_log", &s))
+		return -EINVAL;
+	if (!strcmp(s, "off"))
+		return 0;
+	if (strcmp(s, "stdout") && s[0] != '/')
+		return cfg_fail(c, n, "access_log", "expected an absolute path, \"stdout\" or \"off\", got \"%s\"",
+				s);
+	return dup_str(c, s, &c->cfg->access_log);
+}
+
+static int parse_pid_file(struct cfg_ctx *c, const yaml_node_t *n)
+{
+	const char *s = NULL;
+
+	if (get_nonempty(c, n, "pid_file", &s))
+		return -EINVAL;
+	if (s[0] != '/')
+		return cfg_fail(c, n, "pid_file", "expected an absolute path, got \"%s\"", s);
+	return dup_str(c, s, &c->cfg->pid_file);
+}
+
+static int parse_control(struct cfg_ctx *c, const yaml_node_t *n)
+{
+	enum { C_SOCKET, C_GROUP, C_N };
+	static const char *const keys[C_N] = { "socket", "group" };
+	yaml_node_t *v[C_N];
+	const char *s = NULL;
+
+	if (cfg_fields(c, n, "control", keys, C_N, v, NULL))
+		return -EINVAL;
+	if (v[C_SOCKET]) {
+		if (get_nonempty(c, v[C_SOCKET], "control.socket", &s))
+			return -EINVAL;
+		free(c->cfg->control_socket);
+		c->cfg->control_socket = NULL;
+		if (!strcmp(s, "off"))
+			goto group;
+		if (s[0] != '/')
+			return cfg_fail(c, v[C_SOCKET], "control.socket",
+					"expected an absolute path or \"off\", got \"%s\"", s);
+		/* sun_path holds 108 bytes with the NUL. */
+		if (strlen(s) > 107)
+			return cfg_fail(c, v[C_SOCKET], "control.socket",
+					"path longer than 107 bytes (a Unix socket limit)");
+		if (dup_str(c, s, &c->cfg->control_socket))
+			return -EINVAL;
+	}
+group:
+	if (v[C_GROUP]) {
+		if (get_nonempty(c, v[C_GROUP], "control.group", &s))
+			return -EINVAL;
+		if (strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") !=
+		    strlen(s))
+			return cfg_fail(c, v[C_GROUP], "control.group", "not a group name: \"%s\"", s);
+		if (dup_str(c, s, &c->cfg->control_group))
+			return -EINVAL;
+	}
+	return 0;
+}
+
+static int parse_trusted(struct cfg_ctx *c, const yaml_node_t *n)
+{
+	char kp[CFG_KEY_MAX];
+	unsigned cnt;
+
+	if (want_seq(c, n, "trusted_proxies"))
+		return -EINVAL;
+	cnt = seq_len(n);
+	if (!cnt)
+		return 0;
+	c->cfg->trusted_proxies = calloc(cnt, sizeof(*c->cfg->trusted_proxies));
+	if (!c->cfg->trusted_proxies)
+		return cfg_oom(c);
+	for (unsigned i = 0; i < cnt; i++) {
+		yaml_node_t *it = seq_item(c, n, i);
+		const char *s = NULL, *why = "invalid";
+
+		key_index(kp, "trusted_proxies", i);
+		if (get_nonempty(c, it, kp, &s))
+			return -EINVAL;
+		if (net_cidr_parse(s, &c->cfg->trusted_proxies[i], &why))
+			return cfg_fail(c, it, kp, "bad address or CIDR \"%s\": %s", s, why);
+		c->cfg->ntrusted = i + 1;
+	}
+	return 0;
+}
+
+/* ---- listeners ------------------------------------------------------------------- */
+
+static int parse_listener(struct cfg_ctx *c, const yaml_node_t *n, unsigned idx)
+{
+	enum { LS_NAME, LS_ADDRESS, LS_BACKLOG, LS_N };
+	static const char *const keys[LS_N] = { "name", "address", "backlog" };
+	struct cfg_listener *l = &c->cfg->listeners[idx];
+	char path[CFG_KEY_MAX], kp[CFG_KEY_MAX];
+	yaml_node_t *v[LS_N];
+	const char *s = NULL;
+	uint64_t x;
+
+	key_index(path, "listeners", idx);
+	if (cfg_fields(c, n, path, keys, LS_N, v, NULL))
+		return -EINVAL;
+	l->line = cfg_line(n);
+	l->backlog = 511;
+	if (!v[LS_NAME])
+		return cfg_fail(c, n, key_join(kp, path, "name"), "required key missing");
+	if (get_str(c, v[LS_NAME], key_join(kp, path, "name"), &s) ||
+	    check_name(c, v[LS_NAME], kp, s))
+		return -EINVAL;
+	for (unsigned j = 0; j < idx; j++)
+		if (!strcmp(c->cfg->listeners[j].name, s))
+			return cfg_fail(c, v[LS_NAME], kp, "duplicate name, first at line %u",
+					c->cfg->listeners[j].line);
+	if (dup_str(c, s, &l->name))
+		return -ENOMEM;
+	if (!v[LS_ADDRESS])
+		return cfg_fail(c, n, key_join(kp, path, "address"), "required key missing");
+	if (get_addr(c, v[LS_ADDRESS], key_join(kp, path, "address"), &l->addr))
+		return -EINVAL;
+	/* SO_REUSEPORT would let both bind and split the traffic silently. */
+	for (unsigned j = 0; j < idx; j++) {
+		const struct cfg_listener *o = &c->cfg->listeners[j];
+
+		if (o->addr.len == l->addr.len && !memcmp(&o->addr.ss, &l->addr.ss, l->addr.len))
+			return cfg_fail(c, v[LS_ADDRESS], kp,
+					"same address as listener \"%s\" at line %u", o->name, o->line);
+	}
+	if (v[LS_BACKLOG]) {
+		if (get_uint(c, v[LS_BACKLOG], key_join(kp, path, "backlog"), 1, 65535, &x))
+			return -EINVAL;
+		l->backlog = (uint32_t)x;
+	}
+	return 0;
+}
+
+static int parse_listeners(struct cfg_ctx *c, const yaml_node_t *root, const yaml_node_t *n)
+{
+	unsigned cnt;
+
+	if (!n)
+		return cfg_fail(c, root, "listeners", "required: at least one listener");
+	if (want_seq(c, n, "listeners"))
+		return -EINVAL;
+	cnt = seq_len(n);
+	if (!cnt)
+		return cfg_fail(c, n, "listeners", "at least one listener is required");
+	if (cnt > CFG_MAX_LISTENERS)
+		return cfg_fail(c, n, "listeners", "at most %d listeners, got %u", CFG_MAX_LISTENERS, cnt);
+	c->cfg->listeners = calloc(cnt, sizeof(*c->cfg->listeners));
+	if (!c->cfg->listeners)
+		return cfg_oom(c);
+	c->cfg->nlisteners = cnt;
+	for (unsigned i = 0; i < cnt; i++)
+		if (parse_listener(c, seq_item(c, n, i), i))
+			return -EINVAL;
+	return 0;
+}
+
+/* ---- upstreams ------------------------------------------------------------------- */
+
+static const char *const algorithm_names[] = {
+	[LB_ROUND_ROBIN] = "round_robin",
+	[LB_WEIGHTED_ROUND_ROBIN] = "weighted_round_robin",
+	[LB_LEAST_CONN] = "least_conn",
+	[LB_IP_HASH] = "ip_hash",
+	[LB_CONSISTENT_HASH] = "consistent_hash",
+	[LB_PEAK_EWMA] = "peak_ewma",
+};
+#define NALGORITHMS (sizeof(algorithm_names) / sizeof(algorithm_names[0]))
+
+static int parse_server(struct cfg_ctx *c, const yaml_node_t *n, const char *path,
+			struct cfg_server *srv)
+{
+	enum { SV_ADDRESS, SV_WEIGHT, SV_N };
+	static const char *const keys[SV_N] = { "address", "weight" };
+	char kp[CFG_KEY_MAX];
+	yaml_node_t *v[SV_N];
+	uint64_t x;
+
+	srv->line = cfg_line(n);
+	srv->weight = 1;
+	/* "- 10.0.0.1:80" is shorthand for {address: 10.0.0.1:80, weight: 1}. */
+	if (n->type == YAML_SCALAR_NODE)
+		return get_addr(c, n, path, &srv->addr);
+	if (n->type != YAML_MAPPING_NODE)
+		return cfg_fail(c, n, path, "expected an address or a mapping, got %s", node_kind(n));
+	if (cfg_fields(c, n, path, keys, SV_N, v, NULL))
+		return -EINVAL;
+	if (!v[SV_ADDRESS])
+		return cfg_fail(c, n, key_join(kp, path, "address"), "required key missing");
+	if (get_addr(c, v[SV_ADDRESS], key_join(kp, path, "address"), &srv->addr))
+		return -EINVAL;
+	if (v[SV_WEIGHT]) {
+		if (get_uint(c, v[SV_WEIGHT], key_join(kp, path, "weight"), 1, 1000, &x))
+			return -EINVAL;
+		srv->weight = (uint32_t)x;
+	}
+	return 0;
+}
+
+static int parse_hash_key(struct cfg_ctx *c, const yaml_node_t *n, const char *key,
+			  struct cfg_upstream *u)
+{
+	const char *s, *arg = NULL;
+
+	if (get_nonempty(c, n, key, &s))
+		return -EINVAL;
+	if (!strcmp(s, "ip")) {
+		u->hash_source = LB_HASH_CLIENT_IP;
+	} else if (!strcmp(s, "path")) {
+		u->hash_source = LB_HASH_PATH;
+	} else if (!strncmp(s, "header:", 7)) {
+		u->hash_source = LB_HASH_HEADER;
+		arg = s + 7;
+	} else if (!strncmp(s, "cookie:", 7)) {
+		u->hash_source = LB_HASH_COOKIE;
+		arg = s + 7;
+	} else {
+		return cfg_fail(c, n, key, "expected ip, path, header:NAME or cookie:NAME, got \"%s\"", s);
+	}
+	if (!arg)
+		return 0;
+	if (!is_token(arg))
+		return cfg_fail(c, n, key, "\"%s\": the name after ':' must be a header or cookie name", s);
+	return dup_str(c, arg, &u->hash_name);
+}
+
+static int parse_upstream(struct cfg_ctx *c, const yaml_node_t *n, unsigned idx)
+{
+	enum { UP_NAME, UP_ALGORITHM, UP_HASH_KEY, UP_KEEPALIVE, UP_CONNECT_TRIES, UP_SERVERS, UP_N };
+	static const char *const keys[UP_N] = { "name",      "algorithm",     "hash_key",
+						"keepalive", "connect_tries", "servers" };
+	struct cfg_upstream *u = &c->cfg->upstreams[idx];
+	char path[CFG_KEY_MAX], kp[CFG_KEY_MAX], sp[CFG_KEY_MAX];
+	yaml_node_t *v[UP_N], *kn[UP_N];
+	const char *s = NULL;
+	uint64_t x;
+	unsigned cnt;
+
+	key_index(path, "upstreams", idx);
+	if (cfg_fields(c, n, path, keys, UP_N, v, kn))
+		return -EINVAL;
+	u->line = cfg_line(n);
+	u->algorithm = LB_ROUND_ROBIN;
+	u->hash_source = LB_HASH_CLIENT_IP;
+	u->keepalive = 32;
+	if (!v[UP_NAME])
+		return cfg_fail(c, n, key_join(kp, path, "name"), "required key missing");
+	if (get_str(c, v[UP_NAME], key_join(kp, path, "name"), &s) || check_name(c, v[UP_NAME], kp, s))
+		return -EINVAL;
+	for (unsigned j = 0; j < idx; j++)
+		if (!strcmp(c->cfg->upstreams[j].name, s))
+			return cfg_fail(c, v[UP_NAME], kp, "duplicate name, first at line %u",
+					c->cfg->upstreams[j].line);
+	if (dup_str(c, s, &u->name))
+		return -ENOMEM;
+
+	if (v[UP_ALGORITHM]) {
+		size_t i;
+
+		if (get_str(c, v[UP_ALGORITHM], key_join(kp, path, "algorithm"), &s))
+			return -EINVAL;
+		for (i = 0; i < NALGORITHMS; i++)
+			if (!strcmp(s, algorithm_names[i]))
+				break;
+		if (i == NALGORITHMS)
+			return cfg_fail(c, v[UP_ALGORITHM], kp,
+					"unknown algorithm \"%s\" (expected round_robin, weighted_round_robin, least_conn, ip_hash, consistent_hash or peak_ewma)",
+					s);
+		u->algorithm = (enum lb_algorithm)i;
+	}
+	if (v[UP_HASH_KEY]) {
+		key_join(kp, path, "hash_key");
+		if (u->algorithm != LB_CONSISTENT_HASH)
+			return cfg_fail(c, kn[UP_HASH_KEY], kp,
+					"hash_key is only valid with algorithm consistent_hash (algorithm is %s)",
+					algorithm_names[u->algorithm]);
+		if (parse_hash_key(c, v[UP_HASH_KEY], kp, u))
+			return -EINVAL;
+	}
+	if (v[UP_KEEPALIVE]) {
+		if (get_uint(c, v[UP_KEEPALIVE], key_join(kp, path, "keepalive"), 0, 4096, &x))
+			return -EINVAL;
+		u->keepalive = (uint32_t)x;
+	}
+
+	key_join(kp, path, "servers");
+	if (!v[UP_SERVERS])
+		return cfg_fail(c, n, kp, "required: at least one server");
+	if (want_seq(c, v[UP_SERVERS], kp))
+		return -EINVAL;
+	cnt = seq_len(v[UP_SERVERS]);
+	if (!cnt)
+		return cfg_fail(c, v[UP_SERVERS], kp, "at least one server is required");
+	u->servers = calloc(cnt, sizeof(*u->servers));
+	if (!u->servers)
+		return cfg_oom(c);
+	u->nservers = cnt;
+	for (unsigned i = 0; i < cnt; i++)
+		if (parse_server(c, seq_item(c, v[UP_SERVERS], i), key_index(sp, kp, i), &u->servers[i]))
+			return -EINVAL;
+
+	u->connect_tries = cnt < 3 ? cnt : 3;
+	if (v[UP_CONNECT_TRIES]) {
+		if (get_uint(c, v[UP_CONNECT_TRIES], key_join(kp, path, "connect_tries"), 1, 16, &x))
+			return -EINVAL;
+		u->connect_tries = (uint32_t)x;
+	}
+	return 0;
+}
+
+static int parse_upstreams(struct cfg_ctx *c, const yaml_node_t *n)
+{
+	unsigned cnt;
+
+	if (want_seq(c, n, "upstreams"))
+		return -EINVAL;
+	cnt = seq_len(n);
+	if (!cnt)
+		return 0;
+	c->cfg->upstreams = calloc(cnt, sizeof(*c->cfg->upstreams));
+	if (!c->cfg->upstreams)
+		return cfg_oom(c);
+	c->cfg->nupstreams = cnt;
+	for (unsigned i = 0; i < cnt; i++)
+		if (parse_upstream(c, seq_item(c, n, i), i))
+			return -EINVAL;
+	return 0;
+}
+
+/* ---- routes --------------------------------------------------------------------- */
+
+/* A string or a list of strings, copied; fix() validates and normalises one copy in place. */
+static int parse_str_list(struct cfg_ctx *c, const yaml_node_t *n, const char *key, char ***out,
+			  unsigned *nout, bool (*fix)(char *), const char *what)
+{
+	char kp[CFG_KEY_MAX];
+	unsigned cnt;
+	bool one = n->type == YAML_SCALAR_NODE;
+
+	if (!one && n->type != YAML_SEQUENCE_NODE)
+		return cfg_fail(c, n, key, "expected a string or a list, got %s", node_kind(n));
+	cnt = one ? 1 : seq_len(n);
+	if (!cnt)
+		return cfg_fail(c, n, key, "empty list (omit the key to match any)");
+	*out = calloc(cnt, sizeof(**out));
+	if (!*out)
+		return cfg_oom(c);
+	*nout = cnt;
+	for (unsigned i = 0; i < cnt; i++) {
+		const yaml_node_t *it = one ? n : seq_item(c, n, i);
+		const char *ikey = one ? key : key_index(kp, key, i);
+		const char *s = NULL;
+
+		if (get_nonempty(c, it, ikey, &s))
+			return -EINVAL;
+		if (dup_str(c, s, &(*out)[i]))
+			return -ENOMEM;
+		if (!fix((*out)[i]))
+			return cfg_fail(c, it, ikey, "\"%s\" is not a valid %s", s, what);
+	}
+	return 0;
+}
+
+static bool method_fix(char *s)
+{
+	if (!is_token(s))
+		return false;
+	for (; *s; s++)
+		if (*s >= 'a' && *s <= 'z')
+			*s = (char)(*s - 'a' + 'A');
+	return true;
+}
+
+static int parse_header_matches(struct cfg_ctx *c, const yaml_node_t *n, const char *key,
+				struct cfg_route *r)
+{
+	enum { HM_NAME, HM_VALUE, HM_N };
+	static const char *const keys[HM_N] = { "name", "value" };
+	char path[CFG_KEY_MAX], kp[CFG_KEY_MAX];
+	unsigned cnt;
+
+	if (want_seq(c, n, key))
+		return -EINVAL;
+	cnt = seq_len(n);
+	if (!cnt)
+		return cfg_fail(c, n, key, "empty list (omit the key to match any)");
+	r->headers = calloc(cnt, sizeof(*r->headers));
+	if (!r->headers)
+		return cfg_oom(c);
+	r->nheaders = cnt;
+	for (unsigned i = 0; i < cnt; i++) {
+		yaml_node_t *it = seq_item(c, n, i), *v[HM_N];
+		struct cfg_header_match *h = &r->headers[i];
+		const char *s = NULL;
+
+		key_index(path, key, i);
+		if (cfg_fields(c, it, path, keys, HM_N, v, NULL))
+			return -EINVAL;
+		if (!v[HM_NAME])
+			return cfg_fail(c, it, key_join(kp, path, "name"), "required key missing");
+		if (get_str(c, v[HM_NAME], key_join(kp, path, "name"), &s))
+			return -EINVAL;
+		if (!is_token(s))
+			return cfg_fail(c, v[HM_NAME], kp, "\"%s\" is not a valid header name", s);
+		if (dup_str(c, s, &h->name))
+			return -ENOMEM;
+		if (v[HM_VALUE]) {
+			if (get_str(c, v[HM_VALUE], key_join(kp, path, "value"), &s))
+				return -EINVAL;
+			if (!is_field_value(s))
+				return cfg_fail(c, v[HM_VALUE], kp, "control characters are not allowed");
+			if (dup_str(c, s, &h->value))
+				return -ENOMEM;
+		}
+	}
+	return 0;
+}
+
+static int compile_regex(struct cfg_ctx *c, const yaml_node_t *n, const char *key, struct cfg_route *r)
+{
+	PCRE2_SIZE off;
+	int code;
+	pcre2_code *re;
+
+	re = pcre2_compile((PCRE2_SPTR)r->path, PCRE2_ZERO_TERMINATED, 0, &code, &off, NULL);
+	if (!re) {
+		PCRE2_UCHAR msg[256];
+
+		if (pcre2_get_error_message(code, msg, sizeof(msg)) < 0)
+			snprintf((char *)msg, sizeof(msg), "error %d", code);
+		return cfg_fail(c, n, key, "bad regex at offset %zu: %s", (size_t)off, (const char *)msg);
+	}
+	/* JIT is an optimisation: when it is unavailable pcre2_match interprets. */
+	pcre2_jit_compile(re, PCRE2_JIT_COMPLETE);
+	r->path_re = re;
+	return 0;
+}
+
+static int parse_match(struct cfg_ctx *c, const yaml_node_t *n, const char *path, struct cfg_route *r)
+{
+	enum { M_HOST, M_PATH, M_PATH_PREFIX, M_PATH_REGEX, M_METHODS, M_HEADERS, M_N };
+	static const char *const keys[M_N] = { "host",        "path",    "path_prefix",
+					       "path_regex",  "methods", "headers" };
+	static const enum route_path_kind kinds[] = { ROUTE_PATH_EXACT, ROUTE_PATH_PREFIX,
+						      ROUTE_PATH_REGEX };
+	char kp[CFG_KEY_MAX];
+	yaml_node_t *v[M_N], *kn[M_N];
+	int first = -1;
+
+	if (cfg_fields(c, n, path, keys, M_N, v, kn))
+		return -EINVAL;
+	if (v[M_HOST] && parse_str_list(c, v[M_HOST], key_join(kp, path, "host"), &r->hosts,
+					&r->nhosts, host_pattern_ok, "host name or *.domain pattern"))
+		return -EINVAL;
+
+	for (int k = M_PATH; k <= M_PATH_REGEX; k++) {
+		const char *s = NULL;
+
+		if (!v[k])
+			continue;
+		if (first >= 0) {
+			/* Blame whichever of the two comes later in the file. */
+			int later = cfg_line(kn[k]) >= cfg_line(kn[first]) ? k : first;
+			int earlier = later == k ? first : k;
+
+			return cfg_fail(c, kn[later], key_join(kp, path, keys[later]),
+					"only one of path, path_prefix and path_regex may be set (%s at line %u)",
+					keys[earlier], cfg_line(kn[earlier]));
+		}
+		first = k;
+		key_join(kp, path, keys[k]);
+		if (get_nonempty(c, v[k], kp, &s))
+			return -EINVAL;
+		if (k != M_PATH_REGEX && s[0] != '/')
+			return cfg_fail(c, v[k], kp, "must start with '/', got \"%s\"", s);
+		if (dup_str(c, s, &r->path))
+			return -ENOMEM;
+		r->path_kind = kinds[k - M_PATH];
+		if (k == M_PATH_REGEX && compile_regex(c, v[k], kp, r))
+			return -EINVAL;
+	}
+	if (v[M_METHODS] && parse_str_list(c, v[M_METHODS], key_join(kp, path, "methods"), &r->methods,
+					   &r->nmethods, method_fix, "method name"))
+		return -EINVAL;
+	if (v[M_HEADERS] && parse_header_matches(c, v[M_HEADERS], key_join(kp, path, "headers"), r))
+		return -EINVAL;
+	return 0;
+}
+
+static int parse_respond(struct cfg_ctx *c, const yaml_node_t *n, const char *path,
+			 struct cfg_respond *rs)
+{
+	enum { RS_STATUS, RS_BODY, RS_CONTENT_TYPE, RS_N };
+	static const char *const keys[RS_N] = { "status", "body", "content_type" };
+	char kp[CFG_KEY_MAX];
+	yaml_node_t *v[RS_N];
+	const char *ct = "text/plain; charset=utf-8";
+	uint64_t x;
+
+	if (cfg_fields(c, n, path, keys, RS_N, v, NULL))
+		return -EINVAL;
+	if (!v[RS_STATUS])
+		return cfg_fail(c, n, key_join(kp, path, "status"), "required key missing");
+	if (get_uint(c, v[RS_STATUS], key_join(kp, path, "status"), 100, 599, &x))
+		return -EINVAL;
+	rs->status = (uint16_t)x;
+	if (v[RS_BODY]) {
+		const yaml_node_t *b = v[RS_BODY];
+
+		/* The body is bytes with a length: a quoted "\0" is kept, not refused. */
+		if (b->type != YAML_SCALAR_NODE || is_null(b))
+			return cfg_fail(c, b, key_join(kp, path, "body"), "expected a string, got %s",
+					node_kind(b));
+		rs->body_len = b->data.scalar.length;
+		rs->body = malloc(rs->body_len + 1);
+		if (!rs->body)
+			return cfg_oom(c);
+		memcpy(rs->body, b->data.scalar.value, rs->body_len);
+		rs->body[rs->body_len] = '\0';
+	} else {
+		if (dup_str(c, "", &rs->body))
+			return -ENOMEM;
+	}
+	if (v[RS_CONTENT_TYPE]) {
+		if (get_nonempty(c, v[RS_CONTENT_TYPE], key_join(kp, path, "content_type"), &ct))
+			return -EINVAL;
+		if (!is_field_value(ct))
+			return cfg_fail(c, v[RS_CONTENT_TYPE], kp, "control characters are not allowed");
+	}
+	return dup_str(c, ct, &rs->content_type);
+}
+
+static int parse_route_listeners(struct cfg_ctx *c, const yaml_node_t *n, const char *key,
+				 struct cfg_route *r)
+{
+	char kp[CFG_KEY_MAX];
+	unsigned cnt;
+
+	if (want_seq(c, n, key))
+		return -EINVAL;
+	cnt = seq_len(n);
+	if (!cnt)
+		return cfg_fail(c, n, key, "empty list (omit the key for every listener)");
+	r->listener_mask = 0;
+	for (unsigned i = 0; i < cnt; i++) {
+		yaml_node_t *it = seq_item(c, n, i);
+		const char *s = NULL;
+		int li;
+
+		key_index(kp, key, i);
+		if (get_str(c, it, kp, &s))
+			return -EINVAL;
+		li = config_listener_index(c->cfg, s);
+		if (li < 0)
+			return cfg_fail(c, it, kp, "unknown listener \"%s\"", s);
+		r->listener_mask |= 1ULL << li;
+	}
+	return 0;
+}
+
+static bool host_rewrite_ok(const char *s)
+{
+	size_t len = strlen(s);
+
+	return len && len <= 255 &&
+	       strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-_:[]") == len;
+}
+
+static int parse_route(struct cfg_ctx *c, const yaml_node_t *n, unsigned idx)
+{
+	enum { R_NAME, R_LISTENERS, R_MATCH, R_UPSTREAM, R_RESPOND, R_HOST_REWRITE, R_MAX_BODY,
+	       R_TIMEOUTS, R_N };
+	static const char *const keys[R_N] = { "name",     "listeners",    "match",
+					       "upstream", "respond",      "host_rewrite",
+					       "max_body", "timeouts" };
+	struct cfg_route *r = &c->cfg->routes[idx];
+	char path[CFG_KEY_MAX], kp[CFG_KEY_MAX];
+	yaml_node_t *v[R_N], *kn[R_N];
+	const char *s = NULL;
+
+	key_index(path, "routes", idx);
+	if (cfg_fields(c, n, path, keys, R_N, v, kn))
+		return -EINVAL;
+	r->line = cfg_line(n);
+	r->upstream = -1;
+	r->max_body = 1 << 20;
+	r->timeouts = c->cfg->timeouts;
+	r->listener_mask = c->cfg->nlisteners >= 64 ? ~0ULL : (1ULL << c->cfg->nlisteners) - 1;
+
+	if (v[R_NAME]) {
+		if (get_str(c, v[R_NAME], key_join(kp, path, "name"), &s) ||
+		    check_name(c, v[R_NAME], kp, s))
+			return -EINVAL;
+		if (dup_str(c, s, &r->name))
+			return -ENOMEM;
+	} else {
+		char def[32];
+
+		snprintf(def, sizeof(def), "route%u", idx + 1);
+		if (dup_str(c, def, &r->name))
+			return -ENOMEM;
+	}
+	/* An explicit "route2" may collide with the default name of an unnamed route. */
+	for (unsigned j = 0; j < idx; j++)
+		if (!strcmp(c->cfg->routes[j].name, r->name))
+			return cfg_fail(c, v[R_NAME] ? v[R_NAME] : n, key_join(kp, path, "name"),
+					"duplicate name, first at line %u", c->cfg->routes[j].line);
+
+	if (v[R_LISTENERS] && parse_route_listeners(c, v[R_LISTENERS], key_join(kp, path, "listeners"), r))
+		return -EINVAL;
+	if (v[R_MATCH] && parse_match(c, v[R_MATCH], key_join(kp, path, "match"), r))
+		return -EINVAL;
+
+	if (v[R_UPSTREAM] && v[R_RESPOND]) {
+		int later = cfg_line(kn[R_RESPOND]) >= cfg_line(kn[R_UPSTREAM]) ? R_RESPOND : R_UPSTREAM;
+
+		return cfg_fail(c, kn[later], key_join(kp, path, keys[later]),
+				"a route has either upstream or respond, not both");
+	}
+	if (!v[R_UPSTREAM] && !v[R_RESPOND])
+		return cfg_fail(c, n, path, "needs either upstream or respond");
+	if (v[R_UPSTREAM]) {
+		key_join(kp, path, "upstream");
+		if (get_str(c, v[R_UPSTREAM], kp, &s))
+			return -EINVAL;
+		r->upstream = config_upstream_index(c->cfg, s);
+		if (r->upstream < 0)
+			return cfg_fail(c, v[R_UPSTREAM], kp, "unknown upstream \"%s\"", s);
+	} else {
+		if (parse_respond(c, v[R_RESPOND], key_join(kp, path, "respond"), &r->respond))
+			return -EINVAL;
+		r->has_respond = true;
+	}
+
+	if (v[R_HOST_REWRITE]) {
+		key_join(kp, path, "host_rewrite");
+		if (get_nonempty(c, v[R_HOST_REWRITE], kp, &s))
+			return -EINVAL;
+		if (!host_rewrite_ok(s))
+			return cfg_fail(c, v[R_HOST_REWRITE], kp, "\"%s\" is not a valid host[:port]", s);
+		if (dup_str(c, s, &r->host_rewrite))
+			return -ENOMEM;
+	}
+	if (v[R_MAX_BODY] &&
+	    get_size(c, v[R_MAX_BODY], key_join(kp, path, "max_body"), 0, UINT64_MAX, &r->max_body))
+		return -EINVAL;
+	if (v[R_TIMEOUTS] && parse_timeouts(c, v[R_TIMEOUTS], key_join(kp, path, "timeouts"), &r->timeouts))
+		return -EINVAL;
+	return 0;
+}
+
+static int parse_routes(struct cfg_ctx *c, const yaml_node_t *root, const yaml_node_t *n)
+{
+	unsigned cnt;
+
+	if (!n)
+		return cfg_fail(c, root, "routes", "required: at least one route");
+	if (want_seq(c, n, "routes"))
+		return -EINVAL;
+	cnt = seq_len(n);
+	if (!cnt)
+		return cfg_fail(c, n, "routes", "at least one route is required");
+	c->cfg->routes = calloc(cnt, sizeof(*c->cfg->routes));
+	if (!c->cfg->routes)
+		return cfg_oom(c);
+	c->cfg->nroutes = cnt;
+	for (unsigned i = 0; i < cnt; i++)
+		if (parse_route(c, seq_item(c, n, i), i))
+			return -EINVAL;
+	return 0;
+}
+
+/* ---- the document ------------------------------------------------------------------ */
+
+/*
+ * Sections are read in dependency order, not file order: timeouts before
+ * routes (which inherit them), listeners and upstreams before the routes
+ * that name them.
+ */
+static int parse_root(struct cfg_ctx *c, const yaml_node_t *root)
+{
+	enum { T_WORKERS, T_PID_FILE, T_ACCESS_LOG, T_DRAIN_TIMEOUT, T_LIMITS, T_TIMEOUTS,
+	       T_TRUSTED, T_LISTENERS, T_UPSTREAMS, T_ROUTES, T_CONTROL, T_N };
+	static const char *const keys[T_N] = {
+		"workers", "pid_file",        "access_log", "drain_timeout", "limits",
+		"timeouts", "trusted_proxies", "listeners",  "upstreams",     "routes",
+		"control",
+	};
+	struct config *cfg = c->cfg;
+	yaml_node_t *v[T_N];
+
+	cfg->timeouts = default_timeouts;
+	cfg->drain_ms = 10000;
+	cfg->limits.request_line = 8 << 10;
+	cfg->limits.header_size = 32 << 10;
+	cfg->limits.header_count = 100;
+
+	if (cfg_fields(c, root, "", keys, T_N, v, NULL))
+		return -EINVAL;
+	if (v[T_WORKERS] && parse_workers(c, v[T_WORKERS]))
+		return -EINVAL;
+	if (v[T_PID_FILE] && parse_pid_file(c, v[T_PID_FILE]))
+		return -EINVAL;
+	if (dup_str(c, CONTROL_DEFAULT_SOCKET, &cfg->control_socket))
+		return -EINVAL;
+	if (v[T_CONTROL] && parse_control(c, v[T_CONTROL]))
+		return -EINVAL;
+	if (v[T_ACCESS_LOG] && parse_access_log(c, v[T_ACCESS_LOG]))
+		return -EINVAL;
+	if (v[T_DRAIN_TIMEOUT] && get_duration(c, v[T_DRAIN_TIMEOUT], "drain_timeout", &cfg->drain_ms))
+		return -EINVAL;
+	if (v[T_LIMITS] && parse_limits(c, v[T_LIMITS]))
+		return -EINVAL;
+	if (v[T_TIMEOUTS] && parse_timeouts(c, v[T_TIMEOUTS], "timeouts", &cfg->timeouts))
+		return -EINVAL;
+	if (v[T_TRUSTED] && parse_trusted(c, v[T_TRUSTED]))
+		return -EINVAL;
+	if (parse_listeners(c, root, v[T_LISTENERS]))
+		return -EINVAL;
+	if (v[T_UPSTREAMS] && parse_upstreams(c, v[T_UPSTREAMS]))
+		return -EINVAL;
+	return parse_routes(c, root, v[T_ROUTES]);
+}
+
+static void yaml_error(struct cfg_ctx *c, const yaml_parser_t *p, const char *yaml, size_t len)
+{
+	unsigned line = (unsigned)p->problem_mark.line + 1;
+	const char *problem = p->problem ? p->problem : "malformed YAML";
+
+	/* Reader errors (bad encoding) carry a byte offset, not a mark. */
+	if (p->error == YAML_READER_ERROR) {
+		line = 1;
+		for (size_t i = 0; i < p->problem_offset && i < len; i++)
+			line += yaml[i] == '\n';
+	}
+	if (!c->err || !c->errlen)
+		return;
+	/* `address: *:80` unquoted reads as an alias; say what the operator meant. */
+	if (p->context && !strcmp(p->context, "while scanning an alias")) {
+		snprintf(c->err, c->errlen,
+			 "%s:%u: (yaml): '*' starts a YAML alias; quote the value, e.g. \"*:80\"", c->name,
+			 line);
+		return;
+	}
+	if (p->context)
+		snprintf(c->err, c->errlen, "%s:%u: (yaml): %s (%s at line %u)", c->name, line, problem,
+			 p->context, (unsigned)p->context_mark.line + 1);
+	else
+		snprintf(c->err, c->errlen, "%s:%u: (yaml): %s", c->name, line, problem);
+}
+
+int config_load_string(const char *yaml, size_t len, const char *name, struct config **out,
+		       char *err, size_t errlen)
+{
+	struct cfg_ctx c = { .name = name ? name : "(string)", .err = err, .errlen = errlen };
+	yaml_parser_t parser;
+	yaml_document_t doc, extra;
+	yaml_node_t *root;
+	int rc;
+
+	*out = NULL;
+	if (err && errlen)
+		err[0] = '\0';
+	if (!yaml_parser_initialize(&parser))
+		return cfg_oom(&c);
+	yaml_parser_set_input_string(&parser, (const unsigned char *)yaml, len);
+	if (!yaml_parser_load(&parser, &doc)) {
+		yaml_error(&c, &parser, yaml, len);
+		yaml_parser_delete(&parser);
+		return -EINVAL;
+	}
+	c.doc = &doc;
+	root = yaml_document_get_root_node(&doc);
+	if (!root) {
+		rc = cfg_fail(&c, NULL, "(root)", "the file is empty");
+		goto out_doc;
+	}
+	/* A second document would be silently ignored; refuse it instead. */
+	if (!yaml_parser_load(&parser, &extra)) {
+		yaml_error(&c, &parser, yaml, len);
+		rc = -EINVAL;
+		goto out_doc;
+	}
+	if (yaml_document_get_root_node(&extra)) {
+		rc = cfg_fail(&c, yaml_document_get_root_node(&extra), "(yaml)",
+			      "only one document is allowed in a configuration file");
+		yaml_document_delete(&extra);
+		goto out_doc;
+	}
+	yaml_document_delete(&extra);
+
+	c.cfg = calloc(1, sizeof(*c.cfg));
+	if (!c.cfg) {
+		rc = cfg_oom(&c);
+		goto out_doc;
+	}
+	rc = dup_str(&c, c.name, &c.cfg->path);
+	if (!rc)
+		rc = parse_root(&c, root);
+	if (rc) {
+		config_free(c.cfg);
+		goto out_doc;
+	}
+	*out = c.cfg;
+out_doc:
+	yaml_document_delete(&doc);
+	yaml_parser_delete(&parser);
+	return rc;
+}
+
+int config_load(const char *path, struct config **out, char *err, size_t errlen)
+{
+	struct stat st;
+	char *buf;
+	size_t got = 0;
+	int fd, rc;
+
+	*out = NULL;
+	/* O_NONBLOCK: a FIFO in place of the config must not hang the loader before fstat refuses it. */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0) {
+		rc = -errno;
+		if (err && errlen)
+			snprintf(err, errlen, "%s: %s", path, strerror(-rc));
+		return rc;
+	}
+	if (fstat(fd, &st) < 0) {
+		rc = -errno;
+		if (err && errlen)
+			snprintf(err, errlen, "%s: %s", path, strerror(-rc));
+		close(fd);
+		return rc;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		if (err && errlen)
+			snprintf(err, errlen, "%s: not a regular file", path);
+		close(fd);
+		return -EINVAL;
+	}
+	if (st.st_size > (off_t)CFG_FILE_MAX) {
+		if (err && errlen)
+			snprintf(err, errlen, "%s: larger than %u MiB", path, CFG_FILE_MAX >> 20);
+		close(fd);
+		return -EFBIG;
+	}
+	buf = malloc((size_t)st.st_size + 1);
+	if (!buf) {
+		close(fd);
+		if (err && errlen)
+			snprintf(err, errlen, "%s: out of memory", path);
+		return -ENOMEM;
+	}
+	while (got < (size_t)st.st_size) {
+		ssize_t r = read(fd, buf + got, (size_t)st.st_size - got);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			rc = -errno;
+			if (err && errlen)
+				snprintf(err, errlen, "%s: %s", path, strerror(-rc));
+			free(buf);
+			close(fd);
+			return rc;
+		}
+		if (r == 0)
+			break; /* truncated while we read: parse what is there */
+		got += (size_t)r;
+	}
+	close(fd);
+	rc = config_load_string(buf, got, path, out, err, errlen);
+	free(buf);
+	return rc;
+}
+
+static void free_strv(char **v, unsigned n)
+{
+	for (unsigned i = 0; v && i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+void config_free(struct config *cfg)
+{
+	if (!cfg)
+		return;
+	for (unsigned i = 0; cfg->listeners && i < cfg->nlisteners; i++)
+		free(cfg->listeners[i].name);
+	free(cfg->listeners);
+	for (unsigned i = 0; cfg->upstreams && i < cfg->nupstreams; i++) {
+		free(cfg->upstreams[i].name);
+		free(cfg->upstreams[i].hash_name);
+		free(cfg->upstreams[i].servers);
+	}
+	free(cfg->upstreams);
+	for (unsigned i = 0; cfg->routes && i < cfg->nroutes; i++) {
+		struct cfg_route *r = &cfg->routes[i];
+
+		free(r->name);
+		free_strv(r->hosts, r->nhosts);
+		free(r->path);
+		pcre2_code_free(r->path_re);
+		free_strv(r->methods, r->nmethods);
+		for (unsigned j = 0; r->headers && j < r->nheaders; j++) {
+			free(r->headers[j].name);
+			free(r->headers[j].value);
+		}
+		free(r->headers);
+		free(r->respond.body);
+		free(r->respond.content_type);
+		free(r->host_rewrite);
+	}
+	free(cfg->routes);
+	free(cfg->trusted_proxies);
+	free(cfg->access_log);
+	free(cfg->pid_file);
+	free(cfg->control_socket);
+	free(cfg->control_group);
+	free(cfg->path);
+	free(cfg);
+}
+
+int config_upstream_index(const struct config *cfg, const char *name)
+{
+	for (unsigned i = 0; i < cfg->nupstreams; i++)
+		if (cfg->upstreams[i].name && !strcmp(cfg->upstreams[i].name, name))
+			return (int)i;
+	return -1;
+}
+
+int config_listener_index(const struct config *cfg, const char *name)
+{
+	for (unsigned i = 0; i < cfg->nlisteners; i++)
+		if (cfg->listeners[i].name && !strcmp(cfg->listeners[i].name, name))
+			return (int)i;
+	return -1;
+}
