@@ -573,14 +573,21 @@ static void make_request_id(struct client *c)
 			return;
 		}
 	}
-	uint64_t *s = &c->w->rng, a, b;
+	static const char hex[] = "0123456789abcdef";
+	uint64_t *s = &c->w->rng;
 
-	*s ^= *s << 13; *s ^= *s >> 7; *s ^= *s << 17;
-	a = *s;
-	*s ^= *s << 13; *s ^= *s >> 7; *s ^= *s << 17;
-	b = *s;
-	snprintf(c->request_id, sizeof(c->request_id), "%016llx%016llx", (unsigned long long)a,
-		 (unsigned long long)b);
+	/* 128 bits from the worker's xorshift: unique enough for correlation, never a secret. */
+	for (int half = 0; half < 2; half++) {
+		uint64_t v;
+
+		*s ^= *s << 13;
+		*s ^= *s >> 7;
+		*s ^= *s << 17;
+		v = *s;
+		for (int i = 0; i < 16; i++)
+			c->request_id[half * 16 + i] = hex[(v >> (60 - 4 * i)) & 15];
+	}
+	c->request_id[32] = '\0';
 }
 
 /* A complete head is at the start of c->in: route it and start the exchange. */

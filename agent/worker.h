@@ -96,7 +96,7 @@ struct worker {
 	struct alog_ring *alog;
 	uint64_t rng;                    /* xorshift64 state for request ids */
 	struct worker_stats stats;
-	int start_err;                   /* set before the thread signals readiness */
+	bool ring_disabled;              /* created R_DISABLED: the worker enables it */
 };
 
 /* Shared between the main thread and workers. */

@@ -1,6 +1,7 @@
 /* cli/clawctl.c — clawctl: a thin client of clawd's control socket (human tables, or --json). */
 #include <errno.h>
 #include <getopt.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -13,6 +14,8 @@
 #include "control.h"
 #include "jsonr.h"
 #include "jsonw.h"
+#include "netaddr.h"
+#include "parse.h"
 
 #define EXIT_REFUSED 1 /* the agent said no, or could not be reached */
 #define EXIT_USAGE 2   /* the command line is wrong */
