@@ -17,9 +17,9 @@ DESTDIR ?=
 
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wformat=2 \
-	   -D_GNU_SOURCE -Iinclude -Iagent -I$(BUILD)/bpf -pthread $(SANFLAGS)
+	   -D_GNU_SOURCE -Iinclude -Iagent -I$(BUILD)/bpf -I/usr/include/libnl3 -pthread $(SANFLAGS)
 LDFLAGS += -pthread $(SANFLAGS)
-LDLIBS  := -luring -lyaml -lpcre2-8 -lbpf -lelf -lz
+LDLIBS  := -luring -lyaml -lpcre2-8 -lbpf -lelf -lz -lnl-route-3 -lnl-3
 
 # Debian packages the build, the tests and the benchmarks need.
 DEPS_PKGS := gcc make clang llvm pkg-config libbpf-dev bpftool liburing-dev libyaml-dev \
@@ -103,7 +103,7 @@ $(BUILD)/selftests/bpf/%: selftests/bpf/%.c $(BPF_SKELS) $(BUILD)/libclawd.a sel
 # libFuzzer drivers; each one's seed corpus also runs as a regression test.
 $(BUILD)/fuzz/%: selftests/fuzz/%.c $(AGENT_LIB_SRCS)
 	@mkdir -p $(@D)
-	$(CLANG) -std=gnu11 -g -O1 -D_GNU_SOURCE -Iinclude -Iagent -I$(BUILD)/bpf -fsanitize=fuzzer,address,undefined \
+	$(CLANG) -std=gnu11 -g -O1 -D_GNU_SOURCE -Iinclude -Iagent -I$(BUILD)/bpf -I/usr/include/libnl3 -fsanitize=fuzzer,address,undefined \
 		$< $(AGENT_LIB_SRCS) $(LDLIBS) -pthread -o $@
 
 tests-bin: all $(UNIT_BINS) $(BPFT_BINS) $(if $(filter 1,$(SAN)),,$(FUZZ_BINS))

@@ -17,6 +17,7 @@
 #include <pcre2.h>
 
 #include "http1.h"
+#include "openclaw/guard.h"
 #include "parse.h"
 
 #define CFG_KEY_MAX 256            /* longest dotted key path kept for messages */
@@ -1158,6 +1159,355 @@ static int parse_routes(struct cfg_ctx *c, const yaml_node_t *root, const yaml_n
 	return 0;
 }
 
+/* ---- guard -------------------------------------------------------------------------- */
+
+/* "100/s" or "6000/m" into connections or packets per second. */
+static int get_rate(struct cfg_ctx *c, const yaml_node_t *n, const char *key, uint64_t *out)
+{
+	const char *s = NULL, *slash;
+	uint64_t v = 0;
+	size_t digits;
+
+	if (n->type != YAML_SCALAR_NODE || is_null(n))
+		return cfg_fail(c, n, key, "expected a rate such as 100/s or 600/m, got %s", node_kind(n));
+	s = scalar(n);
+	slash = strchr(s, '/');
+	digits = strspn(s, "0123456789");
+	if (!slash || digits != (size_t)(slash - s) || !digits || (s[0] == '0') ||
+	    (strcmp(slash, "/s") && strcmp(slash, "/m")))
+		return cfg_fail(c, n, key, "expected a rate such as 100/s or 600/m, got \"%s\"", s);
+	for (const char *p = s; p < slash; p++) {
+		if (v > (UINT32_MAX - 9) / 10)
+			return cfg_fail(c, n, key, "rate \"%s\" is too large", s);
+		v = v * 10 + (uint64_t)(*p - '0');
+	}
+	/* XDP refills whole tokens per second: a per-minute rate must convert exactly. */
+	if (slash[1] == 'm') {
+		if (v % 60)
+			return cfg_fail(c, n, key,
+					"\"%s\": a per-minute rate must be a multiple of 60 (the guard counts per second)",
+					s);
+		v /= 60;
+	}
+	*out = v;
+	return 0;
+}
+
+static bool ifname_ok(const char *s)
+{
+	size_t len = strlen(s);
+
+	/* IFNAMSIZ is 16 with the NUL; the kernel refuses '/', ':' and white space. */
+	if (!len || len > 15 || !strcmp(s, ".") || !strcmp(s, ".."))
+		return false;
+	for (; *s; s++)
+		if (*s == '/' || *s == ':' || (unsigned char)*s <= ' ' || *s == 0x7f)
+			return false;
+	return true;
+}
+
+static int parse_guard_interfaces(struct cfg_ctx *c, const yaml_node_t *n, struct cfg_guard *g)
+{
+	char kp[CFG_KEY_MAX];
+	unsigned cnt;
+
+	if (want_seq(c, n, "guard.interfaces"))
+		return -EINVAL;
+	cnt = seq_len(n);
+	if (!cnt)
+		return 0;
+	g->interfaces = calloc(cnt, sizeof(*g->interfaces));
+	if (!g->interfaces)
+		return cfg_oom(c);
+	for (unsigned i = 0; i < cnt; i++) {
+		yaml_node_t *it = seq_item(c, n, i);
+		const char *s = NULL;
+
+		key_index(kp, "guard.interfaces", i);
+		if (get_nonempty(c, it, kp, &s))
+			return -EINVAL;
+		if (!ifname_ok(s))
+			return cfg_fail(c, it, kp,
+					"\"%s\" is not an interface name (1 to 15 characters, no '/', ':' or spaces)",
+					s);
+		for (unsigned j = 0; j < i; j++)
+			if (!strcmp(g->interfaces[j], s))
+				return cfg_fail(c, it, kp, "duplicate interface \"%s\"", s);
+		if (dup_str(c, s, &g->interfaces[i]))
+			return -ENOMEM;
+		g->ninterfaces = i + 1;
+	}
+	return 0;
+}
+
+/* One port number (1..65535) from a decimal string; false when it is not one. */
+static bool port_value(const char *s, size_t len, uint16_t *out)
+{
+	uint32_t v = 0;
+
+	if (!len || len > 5 || (s[0] == '0'))
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+		v = v * 10 + (uint32_t)(s[i] - '0');
+	}
+	if (v > 65535)
+		return false;
+	*out = (uint16_t)v;
+	return true;
+}
+
+static int parse_guard_ports(struct cfg_ctx *c, const yaml_node_t *n, struct cfg_guard *g)
+{
+	char kp[CFG_KEY_MAX];
+	unsigned cnt;
+
+	if (want_seq(c, n, "guard.ports"))
+		return -EINVAL;
+	cnt = seq_len(n);
+	if (!cnt)
+		return cfg_fail(c, n, "guard.ports", "empty list: name at least one port to protect");
+	g->ports = calloc(cnt, sizeof(*g->ports));
+	if (!g->ports)
+		return cfg_oom(c);
+	for (unsigned i = 0; i < cnt; i++) {
+		yaml_node_t *it = seq_item(c, n, i);
+		struct cfg_port_range *r = &g->ports[i];
+		const char *s = NULL, *dash;
+
+		key_index(kp, "guard.ports", i);
+		if (it->type != YAML_SCALAR_NODE || is_null(it))
+			return cfg_fail(c, it, kp, "expected a port or a range \"LO-HI\", got %s",
+					node_kind(it));
+		if (get_nonempty(c, it, kp, &s))
+			return -EINVAL;
+		dash = strchr(s, '-');
+		if (!dash) {
+			if (!port_value(s, strlen(s), &r->lo))
+				return cfg_fail(c, it, kp, "expected a port 1..65535 or a range \"LO-HI\", got \"%s\"",
+						s);
+			r->hi = r->lo;
+		} else {
+			if (!port_value(s, (size_t)(dash - s), &r->lo) ||
+			    !port_value(dash + 1, strlen(dash + 1), &r->hi))
+				return cfg_fail(c, it, kp, "expected a port 1..65535 or a range \"LO-HI\", got \"%s\"",
+						s);
+			if (r->lo > r->hi)
+				return cfg_fail(c, it, kp, "range \"%s\" ends before it starts", s);
+		}
+		g->nports = i + 1;
+	}
+	return 0;
+}
+
+static int parse_cidr_list(struct cfg_ctx *c, const yaml_node_t *n, const char *key,
+			   struct net_cidr **out, unsigned *nout)
+{
+	char kp[CFG_KEY_MAX];
+	unsigned cnt;
+
+	if (want_seq(c, n, key))
+		return -EINVAL;
+	cnt = seq_len(n);
+	if (!cnt)
+		return 0;
+	*out = calloc(cnt, sizeof(**out));
+	if (!*out)
+		return cfg_oom(c);
+	for (unsigned i = 0; i < cnt; i++) {
+		yaml_node_t *it = seq_item(c, n, i);
+		const char *s = NULL, *why = "invalid";
+
+		key_index(kp, key, i);
+		if (get_nonempty(c, it, kp, &s))
+			return -EINVAL;
+		if (net_cidr_parse(s, &(*out)[i], &why))
+			return cfg_fail(c, it, kp, "bad address or CIDR \"%s\": %s", s, why);
+		for (unsigned j = 0; j < i; j++)
+			if (!memcmp(&(*out)[j], &(*out)[i], sizeof(**out)))
+				return cfg_fail(c, it, kp, "\"%s\" is listed twice (item %u)", s, j);
+		*nout = i + 1;
+	}
+	return 0;
+}
+
+static int parse_autoban(struct cfg_ctx *c, const yaml_node_t *n, struct cfg_guard_autoban *a)
+{
+	enum { AB_STATUSES, AB_THRESHOLD, AB_WINDOW, AB_TTL, AB_N };
+	static const char *const keys[AB_N] = { "statuses", "threshold", "window", "ttl" };
+	static const uint16_t def_statuses[] = { 401, 403, 429 };
+	yaml_node_t *v[AB_N];
+	char kp[CFG_KEY_MAX];
+	uint64_t x;
+
+	if (cfg_fields(c, n, "guard.autoban", keys, AB_N, v, NULL))
+		return -EINVAL;
+	a->threshold = 20;
+	a->window_ms = 10000;
+	a->ttl_ms = 600000;
+	if (v[AB_STATUSES]) {
+		const yaml_node_t *l = v[AB_STATUSES];
+		unsigned cnt;
+
+		if (want_seq(c, l, "guard.autoban.statuses"))
+			return -EINVAL;
+		cnt = seq_len(l);
+		if (!cnt)
+			return cfg_fail(c, l, "guard.autoban.statuses",
+					"empty list (omit autoban to turn it off)");
+		a->statuses = calloc(cnt, sizeof(*a->statuses));
+		if (!a->statuses)
+			return cfg_oom(c);
+		for (unsigned i = 0; i < cnt; i++) {
+			yaml_node_t *it = seq_item(c, l, i);
+
+			key_index(kp, "guard.autoban.statuses", i);
+			if (get_uint(c, it, kp, 400, 599, &x))
+				return -EINVAL;
+			for (unsigned j = 0; j < i; j++)
+				if (a->statuses[j] == x)
+					return cfg_fail(c, it, kp, "status %" PRIu64 " is listed twice", x);
+			a->statuses[i] = (uint16_t)x;
+			a->nstatuses = i + 1;
+		}
+	} else {
+		a->statuses = malloc(sizeof(def_statuses));
+		if (!a->statuses)
+			return cfg_oom(c);
+		memcpy(a->statuses, def_statuses, sizeof(def_statuses));
+		a->nstatuses = sizeof(def_statuses) / sizeof(def_statuses[0]);
+	}
+	if (v[AB_THRESHOLD]) {
+		if (get_uint(c, v[AB_THRESHOLD], "guard.autoban.threshold", 1, 1000, &x))
+			return -EINVAL;
+		a->threshold = (uint32_t)x;
+	}
+	if (v[AB_WINDOW]) {
+		if (get_duration(c, v[AB_WINDOW], "guard.autoban.window", &a->window_ms))
+			return -EINVAL;
+		if (a->window_ms < 1000 || a->window_ms > 86400000ULL)
+			return cfg_fail(c, v[AB_WINDOW], "guard.autoban.window", "must be between 1s and 1d");
+	}
+	if (v[AB_TTL]) {
+		if (get_duration(c, v[AB_TTL], "guard.autoban.ttl", &a->ttl_ms))
+			return -EINVAL;
+		if (a->ttl_ms < 1000 || a->ttl_ms > 365 * 86400000ULL)
+			return cfg_fail(c, v[AB_TTL], "guard.autoban.ttl", "must be between 1s and 365d");
+	}
+	return 0;
+}
+
+static int parse_guard(struct cfg_ctx *c, const yaml_node_t *kn, const yaml_node_t *n)
+{
+	enum { G_INTERFACES, G_MODE, G_PORTS, G_SYN_RATE, G_SYN_BURST, G_PKT_RATE, G_PKT_BURST,
+	       G_V6_PREFIX, G_UNPARSED, G_ALLOW, G_DENY, G_AUTOBAN, G_PIN_DIR, G_N };
+	static const char *const keys[G_N] = {
+		"interfaces",   "mode",        "ports",    "syn_rate", "syn_burst",
+		"packet_rate",  "packet_burst", "ipv6_prefix", "unparsed", "allow",
+		"deny",         "autoban",     "pin_dir",
+	};
+	struct cfg_guard *g = &c->cfg->guard;
+	yaml_node_t *v[G_N], *k[G_N];
+	const char *s = NULL;
+	uint64_t x;
+
+	g->line = cfg_line(kn);
+	/* `guard:` with nothing under it is the same as no section: the guard is off. */
+	if (is_null(n))
+		return dup_str(c, GUARD_PIN_DIR, &g->pin_dir);
+	if (cfg_fields(c, n, "guard", keys, G_N, v, k))
+		return -EINVAL;
+	if (v[G_INTERFACES] && parse_guard_interfaces(c, v[G_INTERFACES], g))
+		return -EINVAL;
+	if (v[G_MODE]) {
+		if (get_nonempty(c, v[G_MODE], "guard.mode", &s))
+			return -EINVAL;
+		if (!strcmp(s, "auto"))
+			g->mode = CFG_GUARD_AUTO;
+		else if (!strcmp(s, "native"))
+			g->mode = CFG_GUARD_NATIVE;
+		else if (!strcmp(s, "generic"))
+			g->mode = CFG_GUARD_GENERIC;
+		else
+			return cfg_fail(c, v[G_MODE], "guard.mode",
+					"expected native, generic or auto, got \"%s\"", s);
+	}
+	if (v[G_PORTS] && parse_guard_ports(c, v[G_PORTS], g))
+		return -EINVAL;
+	if (g->ninterfaces && !v[G_PORTS])
+		return cfg_fail(c, kn, "guard.ports",
+				"required when guard.interfaces is set (the guard judges only these ports)");
+	if (v[G_SYN_RATE] && get_rate(c, v[G_SYN_RATE], "guard.syn_rate", &g->syn_rate))
+		return -EINVAL;
+	if (v[G_PKT_RATE] && get_rate(c, v[G_PKT_RATE], "guard.packet_rate", &g->pkt_rate))
+		return -EINVAL;
+	if (v[G_SYN_BURST]) {
+		if (!v[G_SYN_RATE])
+			return cfg_fail(c, k[G_SYN_BURST], "guard.syn_burst", "needs guard.syn_rate");
+		if (get_uint(c, v[G_SYN_BURST], "guard.syn_burst", 1, UINT32_MAX, &g->syn_burst))
+			return -EINVAL;
+	} else {
+		g->syn_burst = g->syn_rate;
+	}
+	if (v[G_PKT_BURST]) {
+		if (!v[G_PKT_RATE])
+			return cfg_fail(c, k[G_PKT_BURST], "guard.packet_burst", "needs guard.packet_rate");
+		if (get_uint(c, v[G_PKT_BURST], "guard.packet_burst", 1, UINT32_MAX, &g->pkt_burst))
+			return -EINVAL;
+	} else {
+		g->pkt_burst = g->pkt_rate;
+	}
+	g->v6_prefix = GUARD_DEFAULT_V6_PREFIX;
+	if (v[G_V6_PREFIX]) {
+		if (get_uint(c, v[G_V6_PREFIX], "guard.ipv6_prefix", 1, 128, &x))
+			return -EINVAL;
+		g->v6_prefix = (uint32_t)x;
+	}
+	if (v[G_UNPARSED]) {
+		if (get_nonempty(c, v[G_UNPARSED], "guard.unparsed", &s))
+			return -EINVAL;
+		if (!strcmp(s, "drop"))
+			g->unparsed_drop = true;
+		else if (strcmp(s, "pass"))
+			return cfg_fail(c, v[G_UNPARSED], "guard.unparsed",
+					"expected pass or drop, got \"%s\"", s);
+	}
+	if (v[G_ALLOW] && parse_cidr_list(c, v[G_ALLOW], "guard.allow", &g->allow, &g->nallow))
+		return -EINVAL;
+	if (v[G_DENY] && parse_cidr_list(c, v[G_DENY], "guard.deny", &g->deny, &g->ndeny))
+		return -EINVAL;
+	if (v[G_AUTOBAN] && !is_null(v[G_AUTOBAN]) && parse_autoban(c, v[G_AUTOBAN], &g->autoban))
+		return -EINVAL;
+	if (v[G_PIN_DIR]) {
+		if (get_nonempty(c, v[G_PIN_DIR], "guard.pin_dir", &s))
+			return -EINVAL;
+		if (s[0] != '/')
+			return cfg_fail(c, v[G_PIN_DIR], "guard.pin_dir",
+					"expected an absolute path on a bpf file system, got \"%s\"", s);
+		/* Pinned link names add "/guard_link_" + an interface name. */
+		if (strlen(s) > 200)
+			return cfg_fail(c, v[G_PIN_DIR], "guard.pin_dir", "path longer than 200 bytes");
+		return dup_str(c, s, &g->pin_dir);
+	}
+	return dup_str(c, GUARD_PIN_DIR, &g->pin_dir);
+}
+
+static int parse_state_dir(struct cfg_ctx *c, const yaml_node_t *n)
+{
+	const char *s = NULL;
+
+	if (get_nonempty(c, n, "state_dir", &s))
+		return -EINVAL;
+	if (s[0] != '/')
+		return cfg_fail(c, n, "state_dir", "expected an absolute path, got \"%s\"", s);
+	if (strlen(s) > 200)
+		return cfg_fail(c, n, "state_dir", "path longer than 200 bytes");
+	free(c->cfg->state_dir);
+	c->cfg->state_dir = NULL;
+	return dup_str(c, s, &c->cfg->state_dir);
+}
+
 /* ---- the document ------------------------------------------------------------------ */
 
 /*
@@ -1168,14 +1518,14 @@ static int parse_routes(struct cfg_ctx *c, const yaml_node_t *root, const yaml_n
 static int parse_root(struct cfg_ctx *c, const yaml_node_t *root)
 {
 	enum { T_WORKERS, T_PID_FILE, T_ACCESS_LOG, T_DRAIN_TIMEOUT, T_LIMITS, T_TIMEOUTS,
-	       T_TRUSTED, T_LISTENERS, T_UPSTREAMS, T_ROUTES, T_CONTROL, T_N };
+	       T_TRUSTED, T_LISTENERS, T_UPSTREAMS, T_ROUTES, T_CONTROL, T_STATE_DIR, T_GUARD, T_N };
 	static const char *const keys[T_N] = {
 		"workers", "pid_file",        "access_log", "drain_timeout", "limits",
 		"timeouts", "trusted_proxies", "listeners",  "upstreams",     "routes",
-		"control",
+		"control", "state_dir",       "guard",
 	};
 	struct config *cfg = c->cfg;
-	yaml_node_t *v[T_N];
+	yaml_node_t *v[T_N], *kn[T_N];
 
 	cfg->timeouts = default_timeouts;
 	cfg->drain_ms = 10000;
@@ -1183,7 +1533,7 @@ static int parse_root(struct cfg_ctx *c, const yaml_node_t *root)
 	cfg->limits.header_size = 32 << 10;
 	cfg->limits.header_count = 100;
 
-	if (cfg_fields(c, root, "", keys, T_N, v, NULL))
+	if (cfg_fields(c, root, "", keys, T_N, v, kn))
 		return -EINVAL;
 	if (v[T_WORKERS] && parse_workers(c, v[T_WORKERS]))
 		return -EINVAL;
@@ -1203,6 +1553,16 @@ static int parse_root(struct cfg_ctx *c, const yaml_node_t *root)
 		return -EINVAL;
 	if (v[T_TRUSTED] && parse_trusted(c, v[T_TRUSTED]))
 		return -EINVAL;
+	if (dup_str(c, CFG_DEFAULT_STATE_DIR, &cfg->state_dir))
+		return -ENOMEM;
+	if (v[T_STATE_DIR] && parse_state_dir(c, v[T_STATE_DIR]))
+		return -EINVAL;
+	if (v[T_GUARD]) {
+		if (parse_guard(c, kn[T_GUARD], v[T_GUARD]))
+			return -EINVAL;
+	} else if (dup_str(c, GUARD_PIN_DIR, &cfg->guard.pin_dir)) {
+		return -ENOMEM;
+	}
 	if (parse_listeners(c, root, v[T_LISTENERS]))
 		return -EINVAL;
 	if (v[T_UPSTREAMS] && parse_upstreams(c, v[T_UPSTREAMS]))
@@ -1404,6 +1764,13 @@ void config_free(struct config *cfg)
 	free(cfg->pid_file);
 	free(cfg->control_socket);
 	free(cfg->control_group);
+	free(cfg->state_dir);
+	free_strv(cfg->guard.interfaces, cfg->guard.ninterfaces);
+	free(cfg->guard.ports);
+	free(cfg->guard.allow);
+	free(cfg->guard.deny);
+	free(cfg->guard.autoban.statuses);
+	free(cfg->guard.pin_dir);
 	free(cfg->path);
 	free(cfg);
 }

@@ -109,6 +109,52 @@ struct cfg_limits {
 	uint32_t header_count; /* header fields (431); at most HTTP1_MAX_HEADERS */
 };
 
+/* guard.mode: how XDP attaches (see docs/guard.md). */
+enum cfg_guard_mode {
+	CFG_GUARD_AUTO,    /* "auto": native, falling back to generic with a warning */
+	CFG_GUARD_NATIVE,  /* "native": driver mode (XDP_FLAGS_DRV_MODE) or fail */
+	CFG_GUARD_GENERIC, /* "generic": skb mode (XDP_FLAGS_SKB_MODE) */
+};
+
+/* One protected port or an inclusive range of them. */
+struct cfg_port_range {
+	uint16_t lo; /* first port, 1..65535 */
+	uint16_t hi; /* last port, >= lo */
+};
+
+/* guard.autoban: L7 rejections that turn into a timed XDP block. */
+struct cfg_guard_autoban {
+	uint16_t *statuses;  /* HTTP statuses that count as a rejection */
+	unsigned nstatuses;  /* 0 = auto-ban off */
+	uint32_t threshold;  /* rejections of one source within window that trigger a ban */
+	uint64_t window_ms;  /* sliding window, milliseconds */
+	uint64_t ttl_ms;     /* ban length, milliseconds */
+};
+
+/* guard: the XDP packet guard; off when ninterfaces is 0. */
+struct cfg_guard {
+	char **interfaces;           /* interface names, unique */
+	unsigned ninterfaces;
+	enum cfg_guard_mode mode;
+	struct cfg_port_range *ports; /* protected TCP and UDP ports */
+	unsigned nports;
+	uint64_t syn_rate;           /* new TCP connections per second per source; 0 = no limit */
+	uint64_t syn_burst;          /* SYN bucket depth (default: syn_rate) */
+	uint64_t pkt_rate;           /* judged packets per second per source; 0 = no limit */
+	uint64_t pkt_burst;          /* packet bucket depth (default: pkt_rate) */
+	uint32_t v6_prefix;          /* IPv6 source bucketing, bits 1..128 */
+	bool unparsed_drop;          /* unparsed: drop (true) or pass */
+	struct net_cidr *allow;      /* static allowlist */
+	unsigned nallow;
+	struct net_cidr *deny;       /* static blocklist */
+	unsigned ndeny;
+	struct cfg_guard_autoban autoban;
+	char *pin_dir;               /* bpffs directory of the pinned maps and links */
+	unsigned line;               /* line of the guard: key, for messages */
+};
+
+#define CFG_DEFAULT_STATE_DIR "/var/lib/openclaw"
+
 struct config {
 	char *path;                   /* file it was loaded from */
 	unsigned workers;             /* worker threads; 0 = one per CPU */
@@ -127,6 +173,8 @@ struct config {
 	char *pid_file;               /* NULL = none */
 	char *control_socket;         /* control.socket: Unix socket path, NULL when "off" */
 	char *control_group;          /* control.group: group allowed besides root, or NULL */
+	char *state_dir;              /* persistent state (guard.json, ...); never NULL after a load */
+	struct cfg_guard guard;       /* packet guard */
 };
 
 /*

@@ -860,8 +860,12 @@ void http1_chunked_init(struct http1_chunked *c)
 	c->state = CS_SIZE;
 }
 
-ssize_t http1_chunked_scan(struct http1_chunked *c, const char *buf, size_t len,
-			   const struct http1_limits *lim)
+/*
+ * The framer proper. With dst set, chunk data bytes are also copied to
+ * dst + *dlen (dst may be buf itself: data never moves forward).
+ */
+static ssize_t h1_chunked_run(struct http1_chunked *c, const char *buf, size_t len,
+			      const struct http1_limits *lim, char *dst, size_t *dlen)
 {
 	const unsigned char *b = (const unsigned char *)buf;
 	struct h1_lims l;
@@ -879,7 +883,12 @@ ssize_t http1_chunked_scan(struct http1_chunked *c, const char *buf, size_t len,
 
 			if (take > c->remaining)
 				take = (size_t)c->remaining;
+			if (dst) {
+				memmove(dst + *dlen, buf + i, take);
+				*dlen += take;
+			}
 			c->remaining -= take;
+			c->data_bytes += take;
 			i += take;
 			if (!c->remaining)
 				c->state = CS_DATA_CR;
@@ -1029,6 +1038,19 @@ ssize_t http1_chunked_scan(struct http1_chunked *c, const char *buf, size_t len,
 		}
 	}
 	return (ssize_t)len;
+}
+
+ssize_t http1_chunked_scan(struct http1_chunked *c, const char *buf, size_t len,
+			   const struct http1_limits *lim)
+{
+	return h1_chunked_run(c, buf, len, lim, NULL, NULL);
+}
+
+ssize_t http1_chunked_decode(struct http1_chunked *c, char *buf, size_t len, size_t *data_len,
+			     const struct http1_limits *lim)
+{
+	*data_len = 0;
+	return h1_chunked_run(c, buf, len, lim, buf, data_len);
 }
 
 const char *http1_reason(int status)

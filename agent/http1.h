@@ -101,6 +101,7 @@ int http1_parse_response(const char *buf, size_t len, const struct http1_limits 
 /* Chunked-body framer: validates and delimits a chunked body passed through verbatim. */
 struct http1_chunked {
 	uint64_t remaining;  /* data bytes left in the current chunk */
+	uint64_t data_bytes; /* chunk data bytes seen so far, framing excluded (for body limits) */
 	uint32_t line_len;   /* bytes seen of the current size/trailer line */
 	uint32_t trailer_bytes; /* bytes of trailer section so far */
 	uint8_t state;       /* private */
@@ -117,6 +118,15 @@ void http1_chunked_init(struct http1_chunked *c);
  */
 ssize_t http1_chunked_scan(struct http1_chunked *c, const char *buf, size_t len,
 			   const struct http1_limits *lim);
+
+/*
+ * Same framing and result as http1_chunked_scan, and also removes the framing
+ * in place: the chunk data bytes among the consumed ones are moved to the
+ * front of buf and *data_len says how many. For relaying a chunked response
+ * to an HTTP/1.0 client, which gets the bare data delimited by the close.
+ */
+ssize_t http1_chunked_decode(struct http1_chunked *c, char *buf, size_t len, size_t *data_len,
+			     const struct http1_limits *lim);
 
 /* Case-insensitive lookup; NULL when absent. */
 const struct http1_header *http1_find_header(const struct http1_header *h, uint32_t n,

@@ -15,15 +15,17 @@
 #include "agent.h"
 #include "config.h"
 #include "control.h"
+#include "guard.h"
 #include "log.h"
 #include "worker.h"
 
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: clawd [-c FILE] [--check] [--log-level LEVEL]\n"
+		"usage: clawd [-c FILE] [--check] [--detach-guard] [--log-level LEVEL]\n"
 		"  -c, --config FILE    configuration (default " CFG_DEFAULT_PATH ")\n"
 		"  -t, --check          validate the configuration and exit (0 ok, 1 invalid)\n"
+		"      --detach-guard   remove the packet guard's pinned links and maps (XDP detaches) and exit\n"
 		"  -l, --log-level L    error, warn, notice, info (default) or debug\n"
 		"  -V, --version        print the version and exit\n");
 }
@@ -79,10 +81,12 @@ int main(int argc, char **argv)
 		{ "log-level", required_argument, NULL, 'l' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "detach-guard", no_argument, NULL, 'D' },
 		{ 0 },
 	};
 	const char *path = CFG_DEFAULT_PATH;
-	bool check = false;
+	bool check = false, detach_guard = false;
+	struct guard *guard = NULL;
 	struct config *cfg;
 	struct snapshot *snap;
 	struct alog *alog = NULL;
@@ -106,6 +110,9 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			break;
+		case 'D':
+			detach_guard = true;
+			break;
 		case 'V':
 			printf("clawd %s\n", OPENCLAW_VERSION);
 			return 0;
@@ -122,6 +129,23 @@ int main(int argc, char **argv)
 		return 2;
 	}
 
+	if (detach_guard) {
+		/* Works with a broken configuration too: then the default pin directory is used. */
+		const char *pin_dir = GUARD_PIN_DIR;
+
+		if (config_load(path, &cfg, err, sizeof(err)) == 0)
+			pin_dir = cfg->guard.pin_dir;
+		else
+			fprintf(stderr, "clawd: %s (using %s)\n", err, GUARD_PIN_DIR);
+		rc = guard_detach_all(pin_dir, err, sizeof(err));
+		if (rc)
+			fprintf(stderr, "clawd: --detach-guard: %s\n", err);
+		else
+			printf("guard detached: pinned links and maps removed from %s\n", pin_dir);
+		if (cfg)
+			config_free(cfg);
+		return rc ? 1 : 0;
+	}
 	rc = config_load(path, &cfg, err, sizeof(err));
 	if (rc) {
 		fprintf(stderr, "clawd: %s\n", err);
@@ -191,12 +215,24 @@ int main(int argc, char **argv)
 		}
 		status_register(ctl, &agent);
 	}
+	rc = guard_start(&guard, snap->cfg, nworkers, err, sizeof(err));
+	if (rc) {
+		log_err("%s", err);
+		control_close(ctl);
+		goto fail_early;
+	}
+	if (ctl && (rc = guard_register_commands(guard, ctl)))
+		log_warn("control: guard commands: %s", strerror(-rc));
 	rc = workers_start(&ws, snap, nworkers, alog);
 	if (rc) {
 		log_err("start-up failed: %s", strerror(-rc));
 		control_close(ctl);
+		guard_stop(guard);
 		goto fail_early;
 	}
+	/* Workers only report to the guard; a release store pairs with their first load. */
+	for (unsigned i = 0; i < ws.n; i++)
+		__atomic_store_n(&ws.workers[i].guard, guard, __ATOMIC_RELEASE);
 	if (ctl && (rc = control_start(ctl))) {
 		log_err("control socket: %s", strerror(-rc));
 		control_close(ctl);
@@ -232,6 +268,8 @@ int main(int argc, char **argv)
 	/* The control thread reads worker state: it stops first. */
 	control_close(ctl);
 	workers_stop(&ws);
+	/* Last: it keeps its pins, so the interfaces stay guarded after we exit. */
+	guard_stop(guard);
 	log_notice("stopped");
 	snapshot_put(snap);
 	alog_close(alog);

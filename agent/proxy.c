@@ -12,6 +12,7 @@
 
 #include "accesslog.h"
 #include "forward.h"
+#include "guard.h"
 #include "log.h"
 #include "netaddr.h"
 #include "route.h"
@@ -111,6 +112,7 @@ struct upconn {
 	bool head_parsed;        /* response head of the current exchange seen */
 	bool resp_done;
 	bool reusable;           /* may go back to the pool afterwards */
+	bool dechunk;            /* strip chunk framing (HTTP/1.0 client) */
 	int pool, server;
 	struct client *owner;    /* NULL when idle or orphaned */
 	struct dlist node;       /* in the idle list when pooled */
@@ -369,6 +371,7 @@ void proxy_accept(struct worker *w, struct wlistener *l, int fd)
 	c->fd = fd;
 	c->listener = l->idx;
 	c->route = -1;
+	c->pool = c->server = -1;
 	plen = sizeof(c->peer);
 	getpeername(fd, (struct sockaddr *)&c->peer, &plen);
 	for (unsigned i = 0; i < cfg->ntrusted; i++)
@@ -408,7 +411,12 @@ static void log_exchange(struct client *c)
 	struct worker *w = c->w;
 	const struct config *cfg = wcfg(w);
 	struct alog_entry e = { 0 };
+	/* Set once by the main thread after start-up; NULL when the guard is off. */
+	struct guard *g = __atomic_load_n(&w->guard, __ATOMIC_ACQUIRE);
 
+	/* Every answered exchange feeds the guard's auto-ban (repeated 4xx → XDP block). */
+	if (g && c->status)
+		guard_report(g, w->id, (struct sockaddr *)&c->peer, c->status);
 	if (!w->alog || (!c->have_req && !c->status))
 		return;
 	e.start_realtime_ns = c->t_start_real_ns;
@@ -468,6 +476,7 @@ static void exchange_end(struct client *c, bool close_client)
 	memmove(c->in, c->in + used, c->in_len - used);
 	c->in_len -= used;
 	c->have_req = false;
+	c->resp_started = false;
 	c->route = -1;
 	c->pool = c->server = -1;
 	c->status = 0;
@@ -882,6 +891,7 @@ static uint32_t body_bytes_available(struct client *c, uint32_t from, bool *done
 		take = have < c->body_left ? have : (uint32_t)c->body_left;
 		c->body_left -= take;
 		c->body_seen += take;
+		c->bytes_in += take;
 		*done = c->body_left == 0;
 	} else if (c->req.body == HTTP1_BODY_CHUNKED) {
 		struct http1_limits lim = {
@@ -896,12 +906,13 @@ static uint32_t body_bytes_available(struct client *c, uint32_t from, bool *done
 			return 0;
 		}
 		take = k;
-		c->body_seen += take;
+		c->body_seen = c->chunk.data_bytes;
+		c->bytes_in += take;
 		*done = c->chunk.done;
 	} else {
 		*done = true;
 	}
-	if (r->max_body && c->body_seen > r->max_body + (c->req.body == HTTP1_BODY_CHUNKED ? 64 : 0))
+	if (r->max_body && c->body_seen > r->max_body)
 		*err = 413;
 	return take;
 }
@@ -919,6 +930,7 @@ static bool maybe_replay(struct client *c, struct upconn *u)
 	c->body_off = c->req.head_len;
 	c->body_left = c->req.body == HTTP1_BODY_LENGTH ? c->req.content_length : 0;
 	c->body_seen = 0;
+	c->bytes_in = c->req.head_len;
 	c->req_body_done = c->req.body == HTTP1_BODY_NONE ||
 			   (c->req.body == HTTP1_BODY_LENGTH && c->req.content_length == 0);
 	http1_chunked_init(&c->chunk);
@@ -1034,12 +1046,13 @@ static void on_client_body(struct client *c)
 /* ---- response towards the client --------------------------------------------- */
 
 /* Body bytes of the response in u->buf[u->off, u->len); sets resp_done at the end. */
-static int resp_body_take(struct upconn *u, uint32_t *take)
+static int resp_body_take(struct upconn *u, uint32_t *take, uint32_t *skip)
 {
 	const struct config *cfg = wcfg(u->w);
 	uint32_t have = u->len - u->off;
 
 	*take = 0;
+	*skip = 0;
 	switch (u->resp.body) {
 	case HTTP1_BODY_NONE:
 		u->resp_done = true;
@@ -1055,11 +1068,23 @@ static int resp_body_take(struct upconn *u, uint32_t *take)
 			.header_size = cfg->limits.header_size,
 			.header_count = cfg->limits.header_count,
 		};
-		ssize_t k = http1_chunked_scan(&u->chunk, u->buf + u->off, have, &lim);
+		ssize_t k;
 
-		if (k < 0)
-			return -1;
-		*take = k;
+		if (u->dechunk) {
+			/* An HTTP/1.0 client cannot take chunks: send the bare data, end by closing. */
+			size_t data = 0;
+
+			k = http1_chunked_decode(&u->chunk, u->buf + u->off, have, &data, &lim);
+			if (k < 0)
+				return -1;
+			*take = data;
+			*skip = k - data;
+		} else {
+			k = http1_chunked_scan(&u->chunk, u->buf + u->off, have, &lim);
+			if (k < 0)
+				return -1;
+			*take = k;
+		}
 		u->resp_done = u->chunk.done;
 		break;
 	}
@@ -1073,9 +1098,9 @@ static int resp_body_take(struct upconn *u, uint32_t *take)
 /* Sends head (in c->out, may be 0 bytes) plus the response body bytes buffered in u. */
 static void resp_forward(struct client *c, struct upconn *u, uint32_t head_len)
 {
-	uint32_t take;
+	uint32_t take, skip;
 
-	if (resp_body_take(u, &take) < 0) {
+	if (resp_body_take(u, &take, &skip) < 0) {
 		client_fail(c, 502, "malformed chunked response body");
 		return;
 	}
@@ -1087,7 +1112,8 @@ static void resp_forward(struct client *c, struct upconn *u, uint32_t head_len)
 		c->iov[0] = c->iov[1];
 		c->iov[1].iov_len = 0;
 	}
-	u->off += take;
+	/* Decoded chunk data sits at the front of the consumed span; the rest was framing. */
+	u->off += take + skip;
 	if (u->resp_done && u->off != u->len)
 		u->reusable = false; /* the backend sent more than the response */
 	c->bytes_out += head_len + take;
@@ -1173,6 +1199,11 @@ static void up_process(struct upconn *u)
 	}
 	u->resp_left = u->resp.body == HTTP1_BODY_LENGTH ? u->resp.content_length : 0;
 	http1_chunked_init(&u->chunk);
+	u->dechunk = u->resp.body == HTTP1_BODY_CHUNKED && c->req.version_minor == 0;
+	if (u->dechunk) {
+		c->keep_alive = false;
+		u->reusable = false;
+	}
 	ssize_t n = forward_response_head(c->out, c->out_cap, &u->resp, c->keep_alive,
 					  c->req.version_minor);
 	if (n < 0) {
@@ -1350,7 +1381,6 @@ static void on_client_recv(struct client *c, int res)
 		try_parse(c);
 		return;
 	case CS_BODY:
-		c->bytes_in += res;
 		on_client_body(c);
 		return;
 	default:

@@ -15,6 +15,7 @@
 
 struct alog;
 struct alog_ring;
+struct guard;
 
 /* An immutable published configuration with its shared balancer state. */
 struct snapshot {
@@ -96,8 +97,9 @@ struct worker {
 	struct alog_ring *alog;
 	uint64_t rng;                    /* xorshift64 state for request ids */
 	struct worker_stats stats;
+	struct guard *guard;             /* L7 rejections go to guard_report(); NULL when off */
 	bool ring_disabled;              /* created R_DISABLED: the worker enables it */
-};
+} __attribute__((aligned(64))); /* user_data tags need 16; 64 keeps workers off each other's lines */
 
 /* Shared between the main thread and workers. */
 struct worker_set {

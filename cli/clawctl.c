@@ -1,7 +1,6 @@
 /* cli/clawctl.c — clawctl: a thin client of clawd's control socket (human tables, or --json). */
 #include <errno.h>
 #include <getopt.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -12,6 +11,7 @@
 #include <unistd.h>
 
 #include "control.h"
+#include "guard_store.h"
 #include "jsonr.h"
 #include "jsonw.h"
 #include "netaddr.h"
@@ -149,18 +149,28 @@ static int ctl_request(struct ctl *ctl, const char *request, struct jsonr *j, ch
 	return 0;
 }
 
-static void print_duration(uint64_t s)
+/* 90061 -> "1d1h": the two largest units, as operators read an uptime or a TTL. */
+static void format_duration(uint64_t s, char *buf, size_t len)
 {
 	if (s >= 86400)
-		printf("%llud%lluh", (unsigned long long)(s / 86400),
-		       (unsigned long long)(s % 86400 / 3600));
+		snprintf(buf, len, "%llud%lluh", (unsigned long long)(s / 86400),
+			 (unsigned long long)(s % 86400 / 3600));
 	else if (s >= 3600)
-		printf("%lluh%llum", (unsigned long long)(s / 3600),
-		       (unsigned long long)(s % 3600 / 60));
+		snprintf(buf, len, "%lluh%llum", (unsigned long long)(s / 3600),
+			 (unsigned long long)(s % 3600 / 60));
 	else if (s >= 60)
-		printf("%llum%llus", (unsigned long long)(s / 60), (unsigned long long)(s % 60));
+		snprintf(buf, len, "%llum%llus", (unsigned long long)(s / 60),
+			 (unsigned long long)(s % 60));
 	else
-		printf("%llus", (unsigned long long)s);
+		snprintf(buf, len, "%llus", (unsigned long long)s);
+}
+
+static void print_duration(uint64_t s)
+{
+	char buf[48];
+
+	format_duration(s, buf, sizeof(buf));
+	fputs(buf, stdout);
 }
 
 static int cmd_status(struct ctl *ctl, int argc, char **argv)
@@ -229,9 +239,469 @@ static int cmd_ping(struct ctl *ctl, int argc, char **argv)
 	return 0;
 }
 
+
+/* ---- packet guard: block / allow lists, guard stats|status|detach ---- */
+
+/* Which list a "block" or "allow" command works on. */
+struct guard_list {
+	const char *name;   /* command word and protocol prefix: "block" or "allow" */
+	const char *noun;   /* "blocklist" or "allowlist", for messages */
+};
+
+static const struct guard_list guard_block = { "block", "blocklist" };
+static const struct guard_list guard_allow = { "allow", "allowlist" };
+
+/* Sends a request built in w (an object still open) and parses the reply. */
+static int ctl_send_obj(struct ctl *ctl, struct jsonw *w, struct jsonr *j, char **raw)
+{
+	jsonw_obj_end(w);
+	if (jsonw_finish(w) < 0 || w->len + 2 > w->cap)
+		return usage_error("request too long");
+	w->buf[w->len++] = '\n';
+	w->buf[w->len] = '\0';
+	return ctl_request(ctl, w->buf, j, raw);
+}
+
+/* Checks a CIDR the way clawd will, so a typo never reaches the agent. */
+static int check_cidr(const char *what, const char *s)
+{
+	struct net_cidr c;
+	const char *why = "invalid";
+
+	if (net_cidr_parse(s, &c, &why))
+		return usage_error("%s: bad CIDR '%s': %s", what, s, why);
+	return 0;
+}
+
+/*
+ * Reads "--name VALUE" or "--name=VALUE" at argv[*i]. Returns 1 when argv[*i]
+ * is that option (advancing *i past its value), 0 when it is not, or
+ * -EXIT_USAGE after printing why.
+ */
+static int take_opt(const char *what, const char *name, int argc, char **argv, int *i,
+		    const char **val)
+{
+	size_t n = strlen(name);
+	const char *a = argv[*i];
+
+	if (strncmp(a, name, n))
+		return 0;
+	if (a[n] == '=') {
+		*val = a + n + 1;
+		return 1;
+	}
+	if (a[n] != '\0')
+		return 0;
+	if (*i + 1 >= argc) {
+		usage_error("%s: %s needs a value", what, name);
+		return -EXIT_USAGE;
+	}
+	*val = argv[++*i];
+	return 1;
+}
+
+/* Prints a JSON scalar as a human would write it; arrays and objects as "…". */
+static void print_scalar(FILE *f, const struct jsonr_node *n)
+{
+	if (!n) {
+		fputs("-", f);
+		return;
+	}
+	switch (n->type) {
+	case JSONR_NULL:
+		fputs("-", f);
+		break;
+	case JSONR_BOOL:
+		fputs(n->b ? "yes" : "no", f);
+		break;
+	case JSONR_NUMBER:
+		if (n->is_int)
+			fprintf(f, "%lld", (long long)n->i);
+		else
+			fprintf(f, "%.1f", n->num);
+		break;
+	case JSONR_STRING:
+		fputs(n->str, f);
+		break;
+	default:
+		fputs("...", f);
+		break;
+	}
+}
+
+/* 1234567 -> "1.2M": rates and byte counts read at a glance. */
+static const char *human_count(double v, char *buf, size_t len)
+{
+	static const char units[] = " kMGTPE";
+	unsigned u = 0;
+
+	while (v >= 1000.0 && u + 1 < sizeof(units) - 1) {
+		v /= 1000.0;
+		u++;
+	}
+	if (!u)
+		snprintf(buf, len, "%.0f", v);
+	else
+		snprintf(buf, len, "%.1f%c", v, units[u]);
+	return buf;
+}
+
+static int list_add(struct ctl *ctl, const struct guard_list *l, int argc, char **argv)
+{
+	char what[32], buf[4096];
+	const char *cidr = NULL, *ttl = NULL, *reason = NULL;
+	struct jsonw w;
+	struct jsonr j;
+	char *raw = NULL;
+	int rc;
+
+	snprintf(what, sizeof(what), "%s add", l->name);
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+
+		if ((rc = take_opt(what, "--ttl", argc, argv, &i, &ttl)) < 0 ||
+		    (!rc && (rc = take_opt(what, "--reason", argc, argv, &i, &reason)) < 0))
+			return -rc;
+		if (rc)
+			continue;
+		if (a[0] == '-' && a[1] != '\0')
+			return usage_error("%s: unknown option '%s'", what, a);
+		if (cidr)
+			return usage_error("%s: unexpected argument '%s'", what, a);
+		cidr = a;
+	}
+	if (!cidr)
+		return usage_error("%s: missing CIDR (e.g. %s add 192.0.2.0/24 --ttl 10m)", what,
+				   l->name);
+	if ((rc = check_cidr(what, cidr)))
+		return rc;
+	if (ttl) {
+		uint64_t ms;
+		int e = parse_duration_ms(ttl, &ms);
+
+		if (e == -ERANGE)
+			return usage_error("%s: --ttl '%s' is too long", what, ttl);
+		if (e)
+			return usage_error("%s: bad --ttl '%s' (want an integer and a unit: 30s, 10m, 2h, 7d)",
+					   what, ttl);
+		if (ms < 1000)
+			return usage_error("%s: --ttl '%s' is shorter than 1s", what, ttl);
+	}
+	if (reason && strlen(reason) > GUARD_REASON_MAX)
+		return usage_error("%s: --reason is longer than %d bytes", what, GUARD_REASON_MAX);
+
+	char cmd[16];
+	snprintf(cmd, sizeof(cmd), "%s.add", l->name);
+	jsonw_init(&w, buf, sizeof(buf));
+	jsonw_obj_begin(&w);
+	jsonw_str(&w, "cmd", cmd);
+	jsonw_str(&w, "cidr", cidr);
+	if (ttl)
+		jsonw_str(&w, "ttl", ttl);
+	if (reason)
+		jsonw_str(&w, "reason", reason);
+	if ((rc = ctl_send_obj(ctl, &w, &j, &raw)))
+		return rc;
+	if (ctl->json) {
+		printf("%s\n", raw);
+		return 0;
+	}
+	const struct jsonr_node *r = &j.nodes[0];
+	const char *got = jsonr_get_str(&j, r, "cidr");
+	const char *exp = jsonr_get_str(&j, r, "expires");
+
+	printf("added %s to the %s", got ? got : cidr, l->noun);
+	if (exp && ttl)
+		printf(", expires %s (in %s)\n", exp, ttl);
+	else if (exp)
+		printf(", expires %s\n", exp);
+	else
+		printf(", no expiry\n");
+	return 0;
+}
+
+static int list_del(struct ctl *ctl, const struct guard_list *l, int argc, char **argv)
+{
+	char what[32], buf[1024], cmd[16];
+	struct jsonw w;
+	struct jsonr j;
+	char *raw = NULL;
+	int rc;
+
+	snprintf(what, sizeof(what), "%s del", l->name);
+	if (argc < 2)
+		return usage_error("%s: missing CIDR", what);
+	if (argv[1][0] == '-' && argv[1][1] != '\0')
+		return usage_error("%s: unknown option '%s'", what, argv[1]);
+	if (argc > 2)
+		return usage_error("%s: unexpected argument '%s'", what, argv[2]);
+	if ((rc = check_cidr(what, argv[1])))
+		return rc;
+	snprintf(cmd, sizeof(cmd), "%s.del", l->name);
+	jsonw_init(&w, buf, sizeof(buf));
+	jsonw_obj_begin(&w);
+	jsonw_str(&w, "cmd", cmd);
+	jsonw_str(&w, "cidr", argv[1]);
+	if ((rc = ctl_send_obj(ctl, &w, &j, &raw)))
+		return rc;
+	if (ctl->json) {
+		printf("%s\n", raw);
+		return 0;
+	}
+	const char *got = jsonr_get_str(&j, &j.nodes[0], "cidr");
+
+	printf("removed %s from the %s\n", got ? got : argv[1], l->noun);
+	return 0;
+}
+
+static int list_show(struct ctl *ctl, const struct guard_list *l, int argc, char **argv)
+{
+	char buf[128], cmd[16];
+	struct jsonw w;
+	struct jsonr j;
+	char *raw = NULL;
+	int rc, width = 18;
+
+	if (argc > 1)
+		return usage_error("%s list: unexpected argument '%s'", l->name, argv[1]);
+	snprintf(cmd, sizeof(cmd), "%s.list", l->name);
+	jsonw_init(&w, buf, sizeof(buf));
+	jsonw_obj_begin(&w);
+	jsonw_str(&w, "cmd", cmd);
+	if ((rc = ctl_send_obj(ctl, &w, &j, &raw)))
+		return rc;
+	if (ctl->json) {
+		printf("%s\n", raw);
+		return 0;
+	}
+	const struct jsonr_node *first = jsonr_child(&j, jsonr_get(&j, &j.nodes[0], "entries"));
+
+	if (!first) {
+		printf("the %s is empty\n", l->noun);
+		return 0;
+	}
+	for (const struct jsonr_node *e = first; e; e = jsonr_next(&j, e)) {
+		const char *c = jsonr_get_str(&j, e, "cidr");
+		int n = c ? (int)strlen(c) : 0;
+
+		if (n > width)
+			width = n;
+	}
+	printf("%-*s  %-7s  %-10s  %-20s  %s\n", width, "CIDR", "SOURCE", "EXPIRES IN", "EXPIRES",
+	       "REASON");
+	for (const struct jsonr_node *e = first; e; e = jsonr_next(&j, e)) {
+		const struct jsonr_node *in = jsonr_get(&j, e, "expires_in_s");
+		const char *c = jsonr_get_str(&j, e, "cidr"), *src = jsonr_get_str(&j, e, "source");
+		const char *exp = jsonr_get_str(&j, e, "expires");
+		const char *why = jsonr_get_str(&j, e, "reason");
+		char left[24] = "never";
+
+		if (in && in->type == JSONR_NUMBER)
+			format_duration(in->num > 0 ? (uint64_t)in->num : 0, left, sizeof(left));
+		printf("%-*s  %-7s  %-10s  %-20s  %s\n", width, c ? c : "?", src ? src : "-", left,
+		       exp ? exp : "-", why && *why ? why : "-");
+	}
+	return 0;
+}
+
+static int cmd_list(struct ctl *ctl, const struct guard_list *l, int argc, char **argv)
+{
+	if (argc < 2)
+		return usage_error("%s: missing subcommand (add, del or list)", l->name);
+	if (!strcmp(argv[1], "add"))
+		return list_add(ctl, l, argc - 1, argv + 1);
+	if (!strcmp(argv[1], "del"))
+		return list_del(ctl, l, argc - 1, argv + 1);
+	if (!strcmp(argv[1], "list"))
+		return list_show(ctl, l, argc - 1, argv + 1);
+	return usage_error("%s: unknown subcommand '%s' (want add, del or list)", l->name, argv[1]);
+}
+
+static int cmd_block(struct ctl *ctl, int argc, char **argv)
+{
+	return cmd_list(ctl, &guard_block, argc, argv);
+}
+
+static int cmd_allow(struct ctl *ctl, int argc, char **argv)
+{
+	return cmd_list(ctl, &guard_allow, argc, argv);
+}
+
+/* Prints a JSON array of scalars as "a, b, c". */
+static void print_scalars(const struct jsonr *j, const struct jsonr_node *arr)
+{
+	const struct jsonr_node *e = jsonr_child(j, arr);
+
+	if (!e) {
+		fputs("-", stdout);
+		return;
+	}
+	for (bool first = true; e; e = jsonr_next(j, e), first = false) {
+		if (!first)
+			fputs(", ", stdout);
+		print_scalar(stdout, e);
+	}
+}
+
+/* One line per member: "key  value", nested objects as "k=v, k=v". */
+static void print_members(const struct jsonr *j, const struct jsonr_node *obj)
+{
+	for (const struct jsonr_node *m = jsonr_child(j, obj); m; m = jsonr_next(j, m)) {
+		printf("%-16s ", jsonr_key(j, m));
+		if (m->type == JSONR_ARRAY) {
+			print_scalars(j, m);
+		} else if (m->type == JSONR_OBJECT) {
+			bool first = true;
+
+			for (const struct jsonr_node *c = jsonr_child(j, m); c;
+			     c = jsonr_next(j, c), first = false) {
+				printf("%s%s=", first ? "" : ", ", jsonr_key(j, c));
+				if (c->type == JSONR_ARRAY)
+					print_scalars(j, c);
+				else
+					print_scalar(stdout, c);
+			}
+		} else {
+			print_scalar(stdout, m);
+		}
+		putchar('\n');
+	}
+}
+
+static int guard_status(const struct jsonr *j)
+{
+	const struct jsonr_node *r = &j->nodes[0];
+	const struct jsonr_node *ifs = jsonr_child(j, jsonr_get(j, r, "interfaces"));
+	const struct jsonr_node *lim = jsonr_get(j, r, "limits");
+
+	if (!ifs)
+		printf("no interfaces configured\n");
+	else
+		printf("%-16s %7s  %-8s  %-7s  %7s  %s\n", "INTERFACE", "IFINDEX", "ATTACHED", "MODE",
+		       "PROG", "LINK");
+	for (; ifs; ifs = jsonr_next(j, ifs)) {
+		const struct jsonr_node *att = jsonr_get(j, ifs, "attached");
+		const struct jsonr_node *prog = jsonr_get(j, ifs, "program_id");
+		const char *name = jsonr_get_str(j, ifs, "name");
+		const char *mode = jsonr_get_str(j, ifs, "mode");
+		const char *link = jsonr_get_str(j, ifs, "link_pinned");
+		char id[24] = "-";
+
+		if (prog && prog->type == JSONR_NUMBER && prog->num > 0)
+			snprintf(id, sizeof(id), "%lld", (long long)prog->num);
+		printf("%-16s %7lld  %-8s  %-7s  %7s  %s\n", name ? name : "?",
+		       (long long)jsonr_get_int(j, ifs, "ifindex", 0),
+		       att && att->type == JSONR_BOOL && att->b ? "yes" : "no", mode ? mode : "-", id,
+		       link ? link : "-");
+	}
+	printf("\n%-16s ", "ports");
+	print_scalars(j, jsonr_get(j, r, "ports"));
+	putchar('\n');
+	if (lim && lim->type == JSONR_OBJECT)
+		print_members(j, lim);
+	for (const char **k = (const char *[]){ "pin_dir", "state_file", "allow_entries",
+						"block_entries", NULL };
+	     *k; k++)
+		if (jsonr_get(j, r, *k)) {
+			printf("%-16s ", *k);
+			print_scalar(stdout, jsonr_get(j, r, *k));
+			putchar('\n');
+		}
+	return 0;
+}
+
+/* One counter row of "guard stats": {"packets", "bytes", "packets_per_s", "bytes_per_s"}. */
+static void stats_row(const struct jsonr *j, const char *reason, const struct jsonr_node *c)
+{
+	char a[16], b[16];
+	const struct jsonr_node *pps = jsonr_get(j, c, "packets_per_s");
+	const struct jsonr_node *bps = jsonr_get(j, c, "bytes_per_s");
+
+	printf("%-14s %14lld %16lld %9s %9s\n", reason,
+	       (long long)jsonr_get_int(j, c, "packets", 0), (long long)jsonr_get_int(j, c, "bytes", 0),
+	       pps && pps->type == JSONR_NUMBER ? human_count(pps->num, a, sizeof(a)) : "-",
+	       bps && bps->type == JSONR_NUMBER ? human_count(bps->num * 8, b, sizeof(b)) : "-");
+}
+
+static int guard_stats(const struct jsonr *j)
+{
+	const struct jsonr_node *r = &j->nodes[0];
+	const struct jsonr_node *cs = jsonr_get(j, r, "counters");
+	const struct jsonr_node *iv = jsonr_get(j, r, "interval_ms");
+
+	printf("%-14s %14s %16s %9s %9s\n", "REASON", "PACKETS", "BYTES", "PKT/S", "BIT/S");
+	for (const struct jsonr_node *c = jsonr_child(j, cs); c; c = jsonr_next(j, c)) {
+		const char *reason = cs->type == JSONR_OBJECT ? jsonr_key(j, c)
+							      : jsonr_get_str(j, c, "reason");
+
+		stats_row(j, reason ? reason : "?", c);
+	}
+	if (iv && iv->type == JSONR_NUMBER && iv->num > 0)
+		printf("\nrates over the last %.1f s (since the previous 'guard stats')\n",
+		       iv->num / 1000.0);
+	else
+		printf("\nrates appear from the second call on (they cover the time between calls)\n");
+	for (const char **k = (const char *[]){ "sampler", "autoban", NULL }; *k; k++) {
+		const struct jsonr_node *o = jsonr_get(j, r, *k);
+
+		if (o && o->type == JSONR_OBJECT) {
+			printf("\n%s:\n", *k);
+			print_members(j, o);
+		}
+	}
+	return 0;
+}
+
+static int cmd_guard(struct ctl *ctl, int argc, char **argv)
+{
+	static const char *const subs[] = { "stats", "status", "detach" };
+	char buf[128], cmd[24];
+	const char *sub = argc > 1 ? argv[1] : NULL;
+	struct jsonw w;
+	struct jsonr j;
+	char *raw = NULL;
+	bool known = false;
+	int rc;
+
+	if (!sub)
+		return usage_error("guard: missing subcommand (stats, status or detach)");
+	for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++)
+		known |= !strcmp(sub, subs[i]);
+	if (!known)
+		return usage_error("guard: unknown subcommand '%s' (want stats, status or detach)", sub);
+	if (argc > 2)
+		return usage_error("guard %s: unexpected argument '%s'", sub, argv[2]);
+	snprintf(cmd, sizeof(cmd), "guard.%s", sub);
+	jsonw_init(&w, buf, sizeof(buf));
+	jsonw_obj_begin(&w);
+	jsonw_str(&w, "cmd", cmd);
+	if ((rc = ctl_send_obj(ctl, &w, &j, &raw)))
+		return rc;
+	if (ctl->json) {
+		printf("%s\n", raw);
+		return 0;
+	}
+	if (!strcmp(sub, "status"))
+		return guard_status(&j);
+	if (!strcmp(sub, "stats"))
+		return guard_stats(&j);
+	printf("guard detached\n");
+	return 0;
+}
+
 static const struct ctl_cmd commands[] = {
 	{ "status", "status                 what runs, since when, how busy", cmd_status },
 	{ "ping", "ping                   is clawd answering?", cmd_ping },
+	{ "block", "block add CIDR [--ttl 10m] [--reason TEXT] | block del CIDR | block list\n"
+		   "                         drop a source at the NIC (XDP), for a while or for good",
+	  cmd_block },
+	{ "allow", "allow add CIDR [--ttl 10m] [--reason TEXT] | allow del CIDR | allow list\n"
+		   "                         never drop a source (beats the blocklist and rate limits)",
+	  cmd_allow },
+	{ "guard", "guard stats | guard status | guard detach\n"
+		   "                         counters and rates per verdict; where the guard is attached;\n"
+		   "                         remove it",
+	  cmd_guard },
 };
 
 static void usage(FILE *f)

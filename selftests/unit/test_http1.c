@@ -697,6 +697,37 @@ static void test_chunked_minimal_and_large_size(void)
 	ASSERT_EQ(http1_chunked_scan(&c, "ffffffffffffffff\r\n", 18, &lim), 18);
 }
 
+static void test_chunked_decode_in_place(void)
+{
+	char buf[256];
+	size_t body = sizeof(chunked_body) - 1, data = 0, k;
+	struct http1_chunked c;
+
+	memcpy(buf, chunked_body, body);
+	memcpy(buf + body, "NEXT", 4);
+	http1_chunked_init(&c);
+	ASSERT_EQ(http1_chunked_decode(&c, buf, body + 4, &data, &lim), body);
+	ASSERT_TRUE(c.done);
+	ASSERT_MEMEQ(buf, data, "helloabcdefghijklmnopqrstuvwxyz");
+
+	/* Split anywhere: the data pieces concatenate to the same bytes. */
+	for (k = 1; k < body; k++) {
+		char got[64];
+		size_t n1 = 0, n2 = 0;
+
+		memcpy(buf, chunked_body, body);
+		http1_chunked_init(&c);
+		ASSERT_EQ(http1_chunked_decode(&c, buf, k, &n1, &lim), k);
+		memcpy(got, buf, n1);
+		ASSERT_EQ(http1_chunked_decode(&c, buf + k, body - k, &n2, &lim), body - k);
+		memcpy(got + n1, buf + k, n2);
+		ASSERT_MEMEQ(got, n1 + n2, "helloabcdefghijklmnopqrstuvwxyz");
+	}
+	http1_chunked_init(&c);
+	memcpy(buf, "5\nhello", 8);
+	ASSERT_EQ(http1_chunked_decode(&c, buf, 8, &data, &lim), -400);
+}
+
 struct chunk_bad {
 	const char *name;
 	const char *raw;
@@ -882,6 +913,7 @@ int main(void)
 	RUN(test_chunked_byte_by_byte);
 	RUN(test_chunked_every_split);
 	RUN(test_chunked_minimal_and_large_size);
+	RUN(test_chunked_decode_in_place);
 	for (i = 0; i < sizeof(chunk_bad) / sizeof(chunk_bad[0]); i++) {
 		RUN_NAMED(chunk_bad[i].name, check_chunk_bad_whole, &chunk_bad[i]);
 		RUN_NAMED(chunk_bad[i].name, check_chunk_bad_bytewise, &chunk_bad[i]);
