@@ -232,7 +232,14 @@ ssize_t forward_request_head(char *out, size_t cap, const struct http1_request *
 
 	if (!fw_safe_value(ctx->host_rewrite) || !fw_safe_value(ctx->request_id))
 		return -EINVAL;
-	ip_len = fw_client_ip(ctx->client, ip, sizeof(ip), &v6);
+	if (ctx->client_ip && strlen(ctx->client_ip) < sizeof(ip)) {
+		/* The connection formatted it once; inet_ntop per request showed in profiles. */
+		ip_len = strlen(ctx->client_ip);
+		memcpy(ip, ctx->client_ip, ip_len + 1);
+		v6 = memchr(ip, ':', ip_len) != NULL;
+	} else {
+		ip_len = fw_client_ip(ctx->client, ip, sizeof(ip), &v6);
+	}
 
 	fw_put(&o, req->method, req->method_len);
 	fw_put(&o, " ", 1);

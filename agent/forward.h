@@ -11,6 +11,7 @@
 
 struct forward_ctx {
 	const struct sockaddr *client; /* the peer of the client connection */
+	const char *client_ip;         /* its address as text, formatted once per connection (or NULL) */
 	bool client_trusted;   /* peer is in trusted_proxies: extend its X-Forwarded-For/Forwarded */
 	bool tls;              /* client connection is TLS: proto "https" */
 	const char *host_rewrite; /* Host to send upstream, or NULL to keep the client's */

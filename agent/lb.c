@@ -192,7 +192,8 @@ void lb_end(struct lb_pool *p, int idx, uint64_t latency_ns, uint64_t now_ns)
 	while (cur && !atomic_compare_exchange_weak_explicit(a, &cur, cur - 1, memory_order_relaxed,
 							     memory_order_relaxed))
 		;
-	if (latency_ns)
+	/* Only peak_ewma reads the estimate: other pools skip the shared-line writes. */
+	if (latency_ns && p->cfg && p->cfg->algorithm == LB_PEAK_EWMA)
 		lb_ewma_observe(p, (unsigned)idx, latency_ns, now_ns);
 }
 

@@ -98,6 +98,7 @@ struct client {
 	uint64_t bytes_in, bytes_out;
 	char request_id[40];
 	char errbody[64];       /* body of an error response while it is being sent */
+	char peer_ip[NET_ADDR_STRLEN]; /* peer address as text, for forwarded headers */
 } __attribute__((aligned(16)));
 
 struct upconn {
@@ -175,6 +176,10 @@ static void arm_client_recv(struct client *c)
 		return; /* caller must make room first */
 	sqe = worker_sqe(c->w);
 	io_uring_prep_recv(sqe, c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
+	/* Between requests the socket is usually empty: wait for readiness instead of
+	 * trying a read that would fail first. */
+	if (c->state == CS_HEAD && c->in_len == 0)
+		sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
 	io_uring_sqe_set_data64(sqe, op_data(c, OP_CLIENT_RECV));
 	c->recv_armed = true;
 	c->pending++;
@@ -184,6 +189,14 @@ static void client_sendmsg(struct client *c)
 {
 	struct io_uring_sqe *sqe = worker_sqe(c->w);
 
+	if (!c->iov[1].iov_len) {
+		/* One buffer: plain send skips the msghdr copy-in. */
+		io_uring_prep_send(sqe, c->fd, c->iov[0].iov_base, c->iov[0].iov_len, MSG_NOSIGNAL);
+		io_uring_sqe_set_data64(sqe, op_data(c, OP_CLIENT_SEND));
+		c->send_busy = true;
+		c->pending++;
+		return;
+	}
 	memset(&c->msg, 0, sizeof(c->msg));
 	c->msg.msg_iov = c->iov;
 	c->msg.msg_iovlen = c->iov[1].iov_len ? 2 : 1;
@@ -201,6 +214,9 @@ static void arm_up_recv(struct upconn *u)
 		return;
 	sqe = worker_sqe(u->w);
 	io_uring_prep_recv(sqe, u->fd, u->buf + u->len, UP_BUF_SIZE - u->len, 0);
+	/* Armed right after a request is sent or when pooled: nothing is there yet. */
+	if (!u->head_parsed)
+		sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
 	io_uring_sqe_set_data64(sqe, op_data(u, OP_UP_RECV));
 	u->recv_armed = true;
 	u->pending++;
@@ -210,6 +226,13 @@ static void up_sendmsg(struct upconn *u)
 {
 	struct io_uring_sqe *sqe = worker_sqe(u->w);
 
+	if (!u->iov[1].iov_len) {
+		io_uring_prep_send(sqe, u->fd, u->iov[0].iov_base, u->iov[0].iov_len, MSG_NOSIGNAL);
+		io_uring_sqe_set_data64(sqe, op_data(u, OP_UP_SEND));
+		u->send_busy = true;
+		u->pending++;
+		return;
+	}
 	memset(&u->msg, 0, sizeof(u->msg));
 	u->msg.msg_iov = u->iov;
 	u->msg.msg_iovlen = u->iov[1].iov_len ? 2 : 1;
@@ -374,6 +397,7 @@ void proxy_accept(struct worker *w, struct wlistener *l, int fd)
 	c->pool = c->server = -1;
 	plen = sizeof(c->peer);
 	getpeername(fd, (struct sockaddr *)&c->peer, &plen);
+	net_addr_host((struct sockaddr *)&c->peer, c->peer_ip, sizeof(c->peer_ip));
 	for (unsigned i = 0; i < cfg->ntrusted; i++)
 		if (net_cidr_contains(&cfg->trusted_proxies[i], (struct sockaddr *)&c->peer))
 			c->trusted = true;
@@ -826,6 +850,7 @@ static void exchange_send_request(struct client *c)
 	const struct cfg_upstream *uc = &wcfg(w)->upstreams[c->pool];
 	struct forward_ctx fc = {
 		.client = (struct sockaddr *)&c->peer,
+		.client_ip = c->peer_ip[0] ? c->peer_ip : NULL,
 		.client_trusted = c->trusted,
 		.tls = false,
 		.host_rewrite = r->host_rewrite,
@@ -1108,6 +1133,12 @@ static void resp_forward(struct client *c, struct upconn *u, uint32_t head_len)
 	c->iov[0].iov_len = head_len;
 	c->iov[1].iov_base = u->buf + u->off;
 	c->iov[1].iov_len = take;
+	if (head_len && take && take <= 4096 && head_len + take <= c->out_cap) {
+		/* A small body is cheaper copied behind the head than sent as a second iovec. */
+		memcpy(c->out + head_len, u->buf + u->off, take);
+		c->iov[0].iov_len = head_len + take;
+		c->iov[1].iov_len = 0;
+	}
 	if (!head_len) {
 		c->iov[0] = c->iov[1];
 		c->iov[1].iov_len = 0;
