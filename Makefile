@@ -25,7 +25,7 @@ LDLIBS  := -luring -lyaml -lpcre2-8 -lbpf -lelf -lz -lnl-route-3 -lnl-3
 DEPS_PKGS := gcc make clang llvm pkg-config libbpf-dev bpftool liburing-dev libyaml-dev \
 	     libpcre2-dev libssl-dev libelf-dev zlib1g-dev libnl-3-dev libnl-route-3-dev \
 	     libsqlite3-dev libclang-rt-14-dev curl python3 iproute2 procps psmisc \
-	     wrk nginx-light haproxy
+	     wrk nginx-light haproxy nftables ethtool
 
 AGENT_SRCS := $(sort $(wildcard agent/*.c))
 AGENT_LIB_SRCS := $(filter-out agent/main.c,$(AGENT_SRCS))
@@ -47,7 +47,7 @@ FUZZ_BINS := $(FUZZ_SRCS:selftests/fuzz/%.c=$(BUILD)/fuzz/%)
 
 ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 
-.PHONY: all deps test run bench vmtest fuzz install clean tests-bin
+.PHONY: all deps test run bench bench-flood vmtest fuzz install clean tests-bin
 .DEFAULT_GOAL := all
 
 all: $(BUILD)/clawd $(if $(CLI_SRCS),$(BUILD)/clawctl) $(BPF_OBJS) $(BPF_SKELS)
@@ -112,9 +112,11 @@ test: deps
 	@$(MAKE) --no-print-directory tests-bin
 	@BUILD=$(BUILD) SAN=$(SAN) selftests/run.sh
 
+# New inputs go to a scratch corpus first; the stored seeds are only read.
 fuzz: deps $(FUZZ_BINS)
-	@for f in $(FUZZ_BINS); do n=$$(basename $$f); \
-		$$f -max_total_time=$${FUZZ_SECONDS:-60} selftests/fuzz/corpus/$${n#fuzz_} || exit 1; done
+	@for f in $(FUZZ_BINS); do n=$$(basename $$f); scratch=$(BUILD)/fuzz/corpus-$${n#fuzz_}; \
+		mkdir -p $$scratch; \
+		$$f -max_total_time=$${FUZZ_SECONDS:-60} $$scratch selftests/fuzz/corpus/$${n#fuzz_} || exit 1; done
 
 run: deps
 	@$(MAKE) --no-print-directory all
@@ -123,6 +125,11 @@ run: deps
 bench: deps
 	@$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) bench/run.sh
+
+# The packet-guard flood benchmark (network namespaces, root).
+bench-flood: deps
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) bench/flood/run.sh
 
 vmtest: deps
 	@$(MAKE) --no-print-directory tests-bin
