@@ -19,13 +19,13 @@ CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wformat=2 \
 	   -D_GNU_SOURCE -Iinclude -Iagent -I$(BUILD)/bpf -I/usr/include/libnl3 -pthread $(SANFLAGS)
 LDFLAGS += -pthread $(SANFLAGS)
-LDLIBS  := -luring -lyaml -lpcre2-8 -lbpf -lelf -lz -lnl-route-3 -lnl-3
+LDLIBS  := -luring -lyaml -lpcre2-8 -lbpf -lelf -lz -lnl-route-3 -lnl-3 -lssl -lcrypto -lsqlite3
 
 # Debian packages the build, the tests and the benchmarks need.
 DEPS_PKGS := gcc make clang llvm pkg-config libbpf-dev bpftool liburing-dev libyaml-dev \
 	     libpcre2-dev libssl-dev libelf-dev zlib1g-dev libnl-3-dev libnl-route-3-dev \
 	     libsqlite3-dev libclang-rt-14-dev curl python3 iproute2 procps psmisc \
-	     wrk nginx-light haproxy nftables ethtool
+	     wrk nginx-light haproxy nftables ethtool prometheus tmux qemu-system-x86 cpio
 
 AGENT_SRCS := $(sort $(wildcard agent/*.c))
 AGENT_LIB_SRCS := $(filter-out agent/main.c,$(AGENT_SRCS))
