@@ -146,4 +146,4 @@ install: all
 clean:
 	rm -rf build build-san
 
--include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD)/agent $(BUILD)/cli $(BUILD)/selftests -type f -name '*.d' 2>/dev/null)

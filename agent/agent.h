@@ -17,6 +17,17 @@ struct agent {
 	uint64_t loaded_at;     /* when the running config was loaded, seconds */
 	struct snapshot *snap;  /* the running configuration */
 	struct worker_set *workers;
+	struct alog *alog;        /* the access log, NULL when off */
+	struct guard *guard;      /* the packet guard, NULL when off */
+	struct metrics *metrics;  /* per-worker counters, NULL before start-up */
+	_Atomic int state;        /* enum agent_state: /readyz answers 200 only when running */
+	pthread_mutex_t scrape_lock; /* held by a scrape reading workers; main takes it once before freeing them */
+};
+
+enum agent_state {
+	AGENT_STARTING = 0, /* workers not started yet */
+	AGENT_RUNNING,      /* serving */
+	AGENT_DRAINING,     /* stop requested: in-flight requests finish, no new ones */
 };
 
 /* Registers "status" and "ping". */

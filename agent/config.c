@@ -16,9 +16,12 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include "accesslog.h"
 #include "http1.h"
+#include "jwt.h"
 #include "openclaw/guard.h"
 #include "parse.h"
+#include "ratelimit.h"
 
 #define CFG_KEY_MAX 256            /* longest dotted key path kept for messages */
 #define CFG_MAX_FIELDS 16          /* most keys any one mapping of the schema has */
@@ -482,20 +485,6 @@ static int parse_workers(struct cfg_ctx *c, const yaml_node_t *n)
 	return 0;
 }
 
-static int parse_access_log(struct cfg_ctx *c, const yaml_node_t *n)
-{
-	const char *s = NULL;
-
-	if (get_nonempty(c, n, "access_log", &s))
-		return -EINVAL;
-	if (!strcmp(s, "off"))
-		return 0;
-	if (strcmp(s, "stdout") && s[0] != '/')
-		return cfg_fail(c, n, "access_log", "expected an absolute path, \"stdout\" or \"off\", got \"%s\"",
-				s);
-	return dup_str(c, s, &c->cfg->access_log);
-}
-
 static int parse_pid_file(struct cfg_ctx *c, const yaml_node_t *n)
 {
 	const char *s = NULL;
@@ -656,11 +645,261 @@ static const char *const algorithm_names[] = {
 };
 #define NALGORITHMS (sizeof(algorithm_names) / sizeof(algorithm_names[0]))
 
+/* ---- upstream health: active checks, outlier ejection, slow start, breakers (docs/health.md) ---- */
+
+static int get_bool(struct cfg_ctx *c, const yaml_node_t *n, const char *key, bool *out);
+
+/* limits: {max_connections, max_pending, max_requests}, each 0..1000000 (0 = no limit). */
+static int parse_breaker(struct cfg_ctx *c, const yaml_node_t *n, const char *path,
+			 struct cfg_breaker *b)
+{
+	enum { BR_CONNS, BR_PENDING, BR_REQUESTS, BR_N };
+	static const char *const keys[BR_N] = { "max_connections", "max_pending", "max_requests" };
+	uint32_t *dst[BR_N] = { &b->max_connections, &b->max_pending, &b->max_requests };
+	char kp[CFG_KEY_MAX];
+	yaml_node_t *v[BR_N];
+	uint64_t x;
+
+	if (cfg_fields(c, n, path, keys, BR_N, v, NULL))
+		return -EINVAL;
+	for (unsigned i = 0; i < BR_N; i++) {
+		if (!v[i])
+			continue;
+		if (get_uint(c, v[i], key_join(kp, path, keys[i]), 0, 1000000, &x))
+			return -EINVAL;
+		*dst[i] = (uint32_t)x;
+	}
+	return 0;
+}
+
+/* One expect item: 200, "200-399" or "2xx". */
+static int parse_status_range(struct cfg_ctx *c, const yaml_node_t *n, const char *key,
+			      struct cfg_status_range *r)
+{
+	static const char digits[] = "0123456789";
+	const char *s = NULL;
+	unsigned lo, hi;
+	size_t len;
+
+	if (get_nonempty(c, n, key, &s))
+		return -EINVAL;
+	len = strlen(s);
+	if (len == 3 && s[0] >= '1' && s[0] <= '5' && s[1] == 'x' && s[2] == 'x') {
+		lo = (unsigned)(s[0] - '0') * 100;
+		hi = lo + 99;
+	} else if (len == 3 && strspn(s, digits) == 3) {
+		lo = hi = (unsigned)atoi(s);
+	} else if (len == 7 && strspn(s, digits) == 3 && s[3] == '-' && strspn(s + 4, digits) == 3) {
+		lo = (unsigned)atoi(s);
+		hi = (unsigned)atoi(s + 4);
+	} else {
+		return cfg_fail(c, n, key, "expected a status, a range such as 200-399, or 2xx; got \"%s\"",
+				s);
+	}
+	if (lo < 100 || hi > 599 || lo > hi)
+		return cfg_fail(c, n, key, "\"%s\": statuses are 100..599 and the range must not be reversed",
+				s);
+	r->lo = (uint16_t)lo;
+	r->hi = (uint16_t)hi;
+	return 0;
+}
+
+/* jitter: "10%" or 10, at most 50 (a larger spread would let two checks of one server overlap). */
+static int get_percent(struct cfg_ctx *c, const yaml_node_t *n, const char *key, uint64_t max,
+		       uint32_t *out)
+{
+	const char *s = n->type == YAML_SCALAR_NODE ? scalar(n) : NULL;
+	unsigned v;
+	int end = 0;
+
+	if (!s || sscanf(s, "%3u%n", &v, &end) != 1 || (s[end] && strcmp(s + end, "%")) ||
+	    !(s[0] >= '0' && s[0] <= '9'))
+		return cfg_fail(c, n, key, "expected a percentage such as 10%%, got %s",
+				s ? s : node_kind(n));
+	if (v > max)
+		return cfg_fail(c, n, key, "must be between 0%% and %u%%, got %s", (unsigned)max, s);
+	*out = v;
+	return 0;
+}
+
+static int parse_health(struct cfg_ctx *c, const yaml_node_t *n, const char *path,
+			struct cfg_health *h)
+{
+	enum { H_TYPE, H_PATH, H_METHOD, H_HOST, H_EXPECT, H_BODY, H_INTERVAL, H_JITTER, H_TIMEOUT,
+	       H_RISE, H_FALL, H_N };
+	static const char *const keys[H_N] = { "type",     "path",     "method", "host",
+					       "expect",   "body_contains", "interval", "jitter",
+					       "timeout",  "rise",     "fall" };
+	char kp[CFG_KEY_MAX], ip[CFG_KEY_MAX];
+	yaml_node_t *v[H_N], *kn[H_N];
+	const char *s = NULL;
+	uint64_t x;
+
+	if (cfg_fields(c, n, path, keys, H_N, v, kn))
+		return -EINVAL;
+	h->type = CFG_HEALTH_HTTP;
+	h->interval_ms = 2000;
+	h->timeout_ms = 1000;
+	h->jitter_pct = 10;
+	h->rise = 2;
+	h->fall = 3;
+	if (v[H_TYPE]) {
+		if (get_str(c, v[H_TYPE], key_join(kp, path, "type"), &s))
+			return -EINVAL;
+		if (!strcmp(s, "http"))
+			h->type = CFG_HEALTH_HTTP;
+		else if (!strcmp(s, "tcp"))
+			h->type = CFG_HEALTH_TCP;
+		else
+			return cfg_fail(c, v[H_TYPE], kp, "expected http or tcp, got \"%s\"", s);
+	}
+	if (h->type == CFG_HEALTH_TCP) {
+		for (unsigned i = H_PATH; i <= H_BODY; i++)
+			if (v[i])
+				return cfg_fail(c, kn[i], key_join(kp, path, keys[i]),
+						"only valid with type http (type is tcp)");
+	}
+	if (v[H_PATH]) {
+		if (get_nonempty(c, v[H_PATH], key_join(kp, path, "path"), &s))
+			return -EINVAL;
+		if (s[0] != '/' || !is_field_value(s) || strchr(s, ' '))
+			return cfg_fail(c, v[H_PATH], kp, "expected a path starting with '/' without spaces, got \"%s\"",
+					s);
+	} else {
+		s = "/";
+	}
+	if (h->type == CFG_HEALTH_HTTP && dup_str(c, s, &h->path))
+		return -ENOMEM;
+	if (v[H_METHOD]) {
+		if (get_nonempty(c, v[H_METHOD], key_join(kp, path, "method"), &s))
+			return -EINVAL;
+		if (!is_token(s))
+			return cfg_fail(c, v[H_METHOD], kp, "\"%s\" is not a method token", s);
+	} else {
+		s = "GET";
+	}
+	if (h->type == CFG_HEALTH_HTTP && dup_str(c, s, &h->method))
+		return -ENOMEM;
+	if (v[H_HOST]) {
+		if (get_nonempty(c, v[H_HOST], key_join(kp, path, "host"), &s))
+			return -EINVAL;
+		if (!is_field_value(s) || strchr(s, ' '))
+			return cfg_fail(c, v[H_HOST], kp, "\"%s\" is not a valid Host value", s);
+		if (dup_str(c, s, &h->host))
+			return -ENOMEM;
+	}
+	if (v[H_BODY]) {
+		if (get_nonempty(c, v[H_BODY], key_join(kp, path, "body_contains"), &s))
+			return -EINVAL;
+		if (strlen(s) > 1024)
+			return cfg_fail(c, v[H_BODY], kp, "longer than 1024 bytes");
+		if (dup_str(c, s, &h->body_contains))
+			return -ENOMEM;
+	}
+	if (h->type == CFG_HEALTH_HTTP) {
+		key_join(kp, path, "expect");
+		if (v[H_EXPECT] && v[H_EXPECT]->type == YAML_SEQUENCE_NODE) {
+			unsigned cnt = seq_len(v[H_EXPECT]);
+
+			if (!cnt || cnt > 16)
+				return cfg_fail(c, v[H_EXPECT], kp, "expected 1 to 16 statuses or ranges");
+			h->expect = calloc(cnt, sizeof(*h->expect));
+			if (!h->expect)
+				return cfg_oom(c);
+			h->nexpect = cnt;
+			for (unsigned i = 0; i < cnt; i++)
+				if (parse_status_range(c, seq_item(c, v[H_EXPECT], i), key_index(ip, kp, i),
+						       &h->expect[i]))
+					return -EINVAL;
+		} else {
+			h->expect = calloc(1, sizeof(*h->expect));
+			if (!h->expect)
+				return cfg_oom(c);
+			h->nexpect = 1;
+			h->expect[0] = (struct cfg_status_range){ 200, 399 };
+			if (v[H_EXPECT] && parse_status_range(c, v[H_EXPECT], kp, &h->expect[0]))
+				return -EINVAL;
+		}
+	}
+	if (v[H_INTERVAL]) {
+		if (get_duration(c, v[H_INTERVAL], key_join(kp, path, "interval"), &h->interval_ms))
+			return -EINVAL;
+		if (h->interval_ms < 100 || h->interval_ms > 3600000)
+			return cfg_fail(c, v[H_INTERVAL], kp, "must be between 100ms and 1h");
+	}
+	if (v[H_TIMEOUT]) {
+		if (get_duration(c, v[H_TIMEOUT], key_join(kp, path, "timeout"), &h->timeout_ms))
+			return -EINVAL;
+		if (h->timeout_ms < 10 || h->timeout_ms > 60000)
+			return cfg_fail(c, v[H_TIMEOUT], kp, "must be between 10ms and 60s");
+	}
+	if (h->timeout_ms > h->interval_ms)
+		return cfg_fail(c, v[H_TIMEOUT] ? v[H_TIMEOUT] : n, key_join(kp, path, "timeout"),
+				"must not be longer than interval (%llums)",
+				(unsigned long long)h->interval_ms);
+	if (v[H_JITTER] && get_percent(c, v[H_JITTER], key_join(kp, path, "jitter"), 50, &h->jitter_pct))
+		return -EINVAL;
+	if (v[H_RISE]) {
+		if (get_uint(c, v[H_RISE], key_join(kp, path, "rise"), 1, 100, &x))
+			return -EINVAL;
+		h->rise = (uint32_t)x;
+	}
+	if (v[H_FALL]) {
+		if (get_uint(c, v[H_FALL], key_join(kp, path, "fall"), 1, 100, &x))
+			return -EINVAL;
+		h->fall = (uint32_t)x;
+	}
+	return 0;
+}
+
+static int parse_outlier(struct cfg_ctx *c, const yaml_node_t *n, const char *path,
+			 struct cfg_outlier *o)
+{
+	enum { O_FAILS, O_BASE, O_MAX, O_PCT, O_N };
+	static const char *const keys[O_N] = { "consecutive_failures", "base_ejection",
+					       "max_ejection", "max_ejected_percent" };
+	char kp[CFG_KEY_MAX];
+	yaml_node_t *v[O_N];
+	uint64_t x;
+
+	if (cfg_fields(c, n, path, keys, O_N, v, NULL))
+		return -EINVAL;
+	o->consecutive_failures = 5;
+	o->base_ejection_ms = 30000;
+	o->max_ejection_ms = 300000;
+	o->max_ejected_percent = 50;
+	if (v[O_FAILS]) {
+		if (get_uint(c, v[O_FAILS], key_join(kp, path, "consecutive_failures"), 0, 1000, &x))
+			return -EINVAL;
+		o->consecutive_failures = (uint32_t)x;
+	}
+	if (v[O_BASE]) {
+		if (get_duration(c, v[O_BASE], key_join(kp, path, "base_ejection"), &o->base_ejection_ms))
+			return -EINVAL;
+		if (o->base_ejection_ms < 100 || o->base_ejection_ms > 86400000)
+			return cfg_fail(c, v[O_BASE], kp, "must be between 100ms and 1d");
+	}
+	if (v[O_MAX]) {
+		if (get_duration(c, v[O_MAX], key_join(kp, path, "max_ejection"), &o->max_ejection_ms))
+			return -EINVAL;
+		if (o->max_ejection_ms > 86400000)
+			return cfg_fail(c, v[O_MAX], kp, "must be at most 1d");
+	}
+	if (o->max_ejection_ms < o->base_ejection_ms)
+		return cfg_fail(c, v[O_MAX] ? v[O_MAX] : n, key_join(kp, path, "max_ejection"),
+				"must not be shorter than base_ejection (%llums)",
+				(unsigned long long)o->base_ejection_ms);
+	if (v[O_PCT] && get_percent(c, v[O_PCT], key_join(kp, path, "max_ejected_percent"), 100,
+				    &o->max_ejected_percent))
+		return -EINVAL;
+	return 0;
+}
+
 static int parse_server(struct cfg_ctx *c, const yaml_node_t *n, const char *path,
 			struct cfg_server *srv)
 {
-	enum { SV_ADDRESS, SV_WEIGHT, SV_N };
-	static const char *const keys[SV_N] = { "address", "weight" };
+	enum { SV_ADDRESS, SV_WEIGHT, SV_BACKUP, SV_LIMITS, SV_N };
+	static const char *const keys[SV_N] = { "address", "weight", "backup", "limits" };
 	char kp[CFG_KEY_MAX];
 	yaml_node_t *v[SV_N];
 	uint64_t x;
@@ -683,6 +922,10 @@ static int parse_server(struct cfg_ctx *c, const yaml_node_t *n, const char *pat
 			return -EINVAL;
 		srv->weight = (uint32_t)x;
 	}
+	if (v[SV_BACKUP] && get_bool(c, v[SV_BACKUP], key_join(kp, path, "backup"), &srv->backup))
+		return -EINVAL;
+	if (v[SV_LIMITS] && parse_breaker(c, v[SV_LIMITS], key_join(kp, path, "limits"), &srv->limits))
+		return -EINVAL;
 	return 0;
 }
 
@@ -715,9 +958,12 @@ static int parse_hash_key(struct cfg_ctx *c, const yaml_node_t *n, const char *k
 
 static int parse_upstream(struct cfg_ctx *c, const yaml_node_t *n, unsigned idx)
 {
-	enum { UP_NAME, UP_ALGORITHM, UP_HASH_KEY, UP_KEEPALIVE, UP_CONNECT_TRIES, UP_SERVERS, UP_N };
+	enum { UP_NAME, UP_ALGORITHM, UP_HASH_KEY, UP_KEEPALIVE, UP_CONNECT_TRIES, UP_SERVERS,
+	       UP_HEALTH, UP_OUTLIER, UP_SLOW_START, UP_LIMITS, UP_N };
 	static const char *const keys[UP_N] = { "name",      "algorithm",     "hash_key",
-						"keepalive", "connect_tries", "servers" };
+						"keepalive", "connect_tries", "servers",
+						"health",    "outlier",       "slow_start",
+						"limits" };
 	struct cfg_upstream *u = &c->cfg->upstreams[idx];
 	char path[CFG_KEY_MAX], kp[CFG_KEY_MAX], sp[CFG_KEY_MAX];
 	yaml_node_t *v[UP_N], *kn[UP_N];
@@ -794,6 +1040,23 @@ static int parse_upstream(struct cfg_ctx *c, const yaml_node_t *n, unsigned idx)
 			return -EINVAL;
 		u->connect_tries = (uint32_t)x;
 	}
+	for (unsigned i = 0; i < cnt; i++)
+		u->nbackup += u->servers[i].backup;
+	if (u->nbackup == cnt)
+		return cfg_fail(c, v[UP_SERVERS], key_join(kp, path, "servers"),
+				"every server is a backup: at least one must be a primary");
+	if (v[UP_HEALTH] && parse_health(c, v[UP_HEALTH], key_join(kp, path, "health"), &u->health))
+		return -EINVAL;
+	if (v[UP_OUTLIER] && parse_outlier(c, v[UP_OUTLIER], key_join(kp, path, "outlier"), &u->outlier))
+		return -EINVAL;
+	if (v[UP_SLOW_START]) {
+		if (get_duration(c, v[UP_SLOW_START], key_join(kp, path, "slow_start"), &u->slow_start_ms))
+			return -EINVAL;
+		if (u->slow_start_ms > 3600000)
+			return cfg_fail(c, v[UP_SLOW_START], kp, "must be at most 1h");
+	}
+	if (v[UP_LIMITS] && parse_breaker(c, v[UP_LIMITS], key_join(kp, path, "limits"), &u->limits))
+		return -EINVAL;
 	return 0;
 }
 
@@ -1055,13 +1318,23 @@ static bool host_rewrite_ok(const char *s)
 	       strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-_:[]") == len;
 }
 
+/* Defined with the observability section below. */
+static int parse_tracing(struct cfg_ctx *c, const yaml_node_t *n, const char *path,
+			 struct cfg_tracing *t);
+static int tracing_copy(struct cfg_ctx *c, const struct cfg_tracing *t, struct cfg_tracing *out);
+
+static int parse_route_gate(struct cfg_ctx *c, const char *path, const yaml_node_t *auth,
+			    const yaml_node_t *limits, const yaml_node_t *headers,
+			    struct cfg_route *r);
+
 static int parse_route(struct cfg_ctx *c, const yaml_node_t *n, unsigned idx)
 {
 	enum { R_NAME, R_LISTENERS, R_MATCH, R_UPSTREAM, R_RESPOND, R_HOST_REWRITE, R_MAX_BODY,
-	       R_TIMEOUTS, R_N };
+	       R_TIMEOUTS, R_TRACING, R_AUTH, R_RATE_LIMITS, R_RL_HEADERS, R_N };
 	static const char *const keys[R_N] = { "name",     "listeners",    "match",
 					       "upstream", "respond",      "host_rewrite",
-					       "max_body", "timeouts" };
+					       "max_body", "timeouts",     "tracing",
+					       "auth",     "limits",       "rate_limit_headers" };
 	struct cfg_route *r = &c->cfg->routes[idx];
 	char path[CFG_KEY_MAX], kp[CFG_KEY_MAX];
 	yaml_node_t *v[R_N], *kn[R_N];
@@ -1074,6 +1347,8 @@ static int parse_route(struct cfg_ctx *c, const yaml_node_t *n, unsigned idx)
 	r->upstream = -1;
 	r->max_body = 1 << 20;
 	r->timeouts = c->cfg->timeouts;
+	if (tracing_copy(c, &c->cfg->tracing, &r->tracing))
+		return -ENOMEM;
 	r->listener_mask = c->cfg->nlisteners >= 64 ? ~0ULL : (1ULL << c->cfg->nlisteners) - 1;
 
 	if (v[R_NAME]) {
@@ -1134,6 +1409,10 @@ static int parse_route(struct cfg_ctx *c, const yaml_node_t *n, unsigned idx)
 	    get_size(c, v[R_MAX_BODY], key_join(kp, path, "max_body"), 0, UINT64_MAX, &r->max_body))
 		return -EINVAL;
 	if (v[R_TIMEOUTS] && parse_timeouts(c, v[R_TIMEOUTS], key_join(kp, path, "timeouts"), &r->timeouts))
+		return -EINVAL;
+	if (v[R_TRACING] && parse_tracing(c, v[R_TRACING], key_join(kp, path, "tracing"), &r->tracing))
+		return -EINVAL;
+	if (parse_route_gate(c, path, v[R_AUTH], v[R_RATE_LIMITS], v[R_RL_HEADERS], r))
 		return -EINVAL;
 	return 0;
 }
@@ -1508,6 +1787,880 @@ static int parse_state_dir(struct cfg_ctx *c, const yaml_node_t *n)
 	return dup_str(c, s, &c->cfg->state_dir);
 }
 
+/* ---- observability: access_log options, tracing, admin (docs/metrics.md, docs/logging.md) ---- */
+
+static int get_bool(struct cfg_ctx *c, const yaml_node_t *n, const char *key, bool *out)
+{
+	const char *s = n->type == YAML_SCALAR_NODE ? scalar(n) : NULL;
+
+	if (s && !strcmp(s, "true"))
+		*out = true;
+	else if (s && !strcmp(s, "false"))
+		*out = false;
+	else
+		return cfg_fail(c, n, key, "expected true or false, got %s",
+				s ? s : node_kind(n));
+	return 0;
+}
+
+/* access_log: a scalar (path, "stdout", "off") or {path, format, template, query, sensitive_headers}. */
+static int parse_access_log_path(struct cfg_ctx *c, const yaml_node_t *n, const char *key)
+{
+	const char *s = NULL;
+
+	if (get_nonempty(c, n, key, &s))
+		return -EINVAL;
+	free(c->cfg->access_log);
+	c->cfg->access_log = NULL;
+	if (!strcmp(s, "off"))
+		return 0;
+	if (strcmp(s, "stdout") && s[0] != '/')
+		return cfg_fail(c, n, key, "expected an absolute path, \"stdout\" or \"off\", got \"%s\"",
+				s);
+	return dup_str(c, s, &c->cfg->access_log);
+}
+
+static int parse_access_log_map(struct cfg_ctx *c, const yaml_node_t *n)
+{
+	enum { A_PATH, A_FORMAT, A_TEMPLATE, A_QUERY, A_SENSITIVE, A_N };
+	static const char *const keys[A_N] = { "path", "format", "template", "query",
+					       "sensitive_headers" };
+	struct cfg_access_log *o = &c->cfg->access_log_opts;
+	yaml_node_t *v[A_N], *kn[A_N];
+	const char *s = NULL;
+	char why[160];
+
+	if (cfg_fields(c, n, "access_log", keys, A_N, v, kn))
+		return -EINVAL;
+	if (!v[A_PATH])
+		return cfg_fail(c, n, "access_log.path", "required");
+	if (parse_access_log_path(c, v[A_PATH], "access_log.path"))
+		return -EINVAL;
+	if (v[A_QUERY] && get_bool(c, v[A_QUERY], "access_log.query", &o->query))
+		return -EINVAL;
+	if (v[A_SENSITIVE] &&
+	    get_bool(c, v[A_SENSITIVE], "access_log.sensitive_headers", &o->sensitive_headers))
+		return -EINVAL;
+	if (v[A_FORMAT]) {
+		if (get_nonempty(c, v[A_FORMAT], "access_log.format", &s))
+			return -EINVAL;
+		if (!strcmp(s, "json"))
+			o->format = CFG_LOG_JSON;
+		else if (!strcmp(s, "combined"))
+			o->format = CFG_LOG_COMBINED;
+		else if (!strcmp(s, "template"))
+			o->format = CFG_LOG_TEMPLATE;
+		else
+			return cfg_fail(c, v[A_FORMAT], "access_log.format",
+					"expected json, combined or template, got \"%s\"", s);
+	}
+	if (o->format == CFG_LOG_TEMPLATE && !v[A_TEMPLATE])
+		return cfg_fail(c, kn[A_FORMAT], "access_log.template", "required with format: template");
+	if (v[A_TEMPLATE]) {
+		if (o->format != CFG_LOG_TEMPLATE)
+			return cfg_fail(c, kn[A_TEMPLATE], "access_log.template",
+					"only used with format: template");
+		if (get_nonempty(c, v[A_TEMPLATE], "access_log.template", &s))
+			return -EINVAL;
+		if (alog_template_check(s, o->sensitive_headers, why, sizeof(why)))
+			return cfg_fail(c, v[A_TEMPLATE], "access_log.template", "%s", why);
+		if (dup_str(c, s, &o->template))
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+static int parse_access_log(struct cfg_ctx *c, const yaml_node_t *n)
+{
+	if (n->type == YAML_MAPPING_NODE)
+		return parse_access_log_map(c, n);
+	return parse_access_log_path(c, n, "access_log");
+}
+
+/* tracing: {request_id: {trust, header}, traceparent: {enabled, sample}}; fields override t. */
+static int parse_tracing(struct cfg_ctx *c, const yaml_node_t *n, const char *path,
+			 struct cfg_tracing *t)
+{
+	enum { T_REQID, T_TRACEPARENT, T_N };
+	static const char *const keys[T_N] = { "request_id", "traceparent" };
+	enum { RI_TRUST, RI_HEADER, RI_N };
+	static const char *const rkeys[RI_N] = { "trust", "header" };
+	enum { TP_ENABLED, TP_SAMPLE, TP_N };
+	static const char *const tkeys[TP_N] = { "enabled", "sample" };
+	yaml_node_t *v[T_N], *rv[RI_N], *tv[TP_N];
+	char kp[CFG_KEY_MAX], sub[CFG_KEY_MAX];
+	const char *s = NULL;
+
+	if (cfg_fields(c, n, path, keys, T_N, v, NULL))
+		return -EINVAL;
+	if (v[T_REQID]) {
+		key_join(sub, path, "request_id");
+		if (cfg_fields(c, v[T_REQID], sub, rkeys, RI_N, rv, NULL))
+			return -EINVAL;
+		if (rv[RI_TRUST]) {
+			if (get_nonempty(c, rv[RI_TRUST], key_join(kp, sub, "trust"), &s))
+				return -EINVAL;
+			if (!strcmp(s, "trusted_proxies"))
+				t->request_id_trust = CFG_TRUST_TRUSTED_PROXIES;
+			else if (!strcmp(s, "always"))
+				t->request_id_trust = CFG_TRUST_ALWAYS;
+			else if (!strcmp(s, "never"))
+				t->request_id_trust = CFG_TRUST_NEVER;
+			else
+				return cfg_fail(c, rv[RI_TRUST], kp,
+						"expected trusted_proxies, always or never, got \"%s\"", s);
+		}
+		if (rv[RI_HEADER]) {
+			if (get_nonempty(c, rv[RI_HEADER], key_join(kp, sub, "header"), &s))
+				return -EINVAL;
+			if (!is_token(s) || strlen(s) > 64)
+				return cfg_fail(c, rv[RI_HEADER], kp,
+						"\"%s\" is not a header name (a token of at most 64 characters)",
+						s);
+			free(t->request_id_header);
+			if (dup_str(c, s, &t->request_id_header))
+				return -ENOMEM;
+		}
+	}
+	if (v[T_TRACEPARENT]) {
+		key_join(sub, path, "traceparent");
+		if (cfg_fields(c, v[T_TRACEPARENT], sub, tkeys, TP_N, tv, NULL))
+			return -EINVAL;
+		if (tv[TP_ENABLED] &&
+		    get_bool(c, tv[TP_ENABLED], key_join(kp, sub, "enabled"), &t->traceparent))
+			return -EINVAL;
+		if (tv[TP_SAMPLE] && get_bool(c, tv[TP_SAMPLE], key_join(kp, sub, "sample"), &t->sample))
+			return -EINVAL;
+	}
+	return 0;
+}
+
+/* Copies t (duplicating its strings) for a route to start from. */
+static int tracing_copy(struct cfg_ctx *c, const struct cfg_tracing *t, struct cfg_tracing *out)
+{
+	*out = *t;
+	out->request_id_header = NULL;
+	return dup_str(c, t->request_id_header, &out->request_id_header);
+}
+
+/*
+ * Histogram bounds in seconds, as Prometheus writes them ("0.005", "1", "2.5"),
+ * kept in microseconds: a plain decimal with at most 6 fractional digits.
+ */
+static int get_buckets(struct cfg_ctx *c, const yaml_node_t *n, const char *key, uint64_t *out,
+		       unsigned *nout)
+{
+	char kp[CFG_KEY_MAX];
+	unsigned cnt;
+
+	if (want_seq(c, n, key))
+		return -EINVAL;
+	cnt = seq_len(n);
+	if (cnt == 0 || cnt > CFG_MAX_BUCKETS)
+		return cfg_fail(c, n, key, "1 to %d bounds, got %u", CFG_MAX_BUCKETS, cnt);
+	for (unsigned i = 0; i < cnt; i++) {
+		const yaml_node_t *it = seq_item(c, n, i);
+		const char *s = it->type == YAML_SCALAR_NODE ? scalar(it) : "", *p;
+		uint64_t us = 0, scale = 1000000;
+		unsigned frac = 0;
+
+		key_index(kp, key, i);
+		for (p = s; *p >= '0' && *p <= '9' && us <= 1000000000000ULL; p++)
+			us = us * 10 + (uint64_t)(*p - '0');
+		if (p == s)
+			goto bad;
+		us *= scale;
+		if (*p == '.') {
+			for (p++; *p >= '0' && *p <= '9'; p++, frac++) {
+				if (frac == 6)
+					goto bad;
+				scale /= 10;
+				us += (uint64_t)(*p - '0') * scale;
+			}
+			if (!frac)
+				goto bad;
+		}
+		if (*p || us == 0)
+			goto bad;
+		if (i && us <= out[i - 1])
+			return cfg_fail(c, it, kp, "bounds must be ascending (%s after a larger or equal one)",
+					s);
+		out[i] = us;
+		continue;
+bad:
+		return cfg_fail(c, it, kp,
+				"expected seconds above 0 such as 0.005, 1 or 2.5 (at most 6 decimals), got \"%s\"",
+				s);
+	}
+	*nout = cnt;
+	return 0;
+}
+
+static int parse_admin(struct cfg_ctx *c, const yaml_node_t *kn, const yaml_node_t *n)
+{
+	enum { AD_ADDRESS, AD_TOKEN, AD_REQ_BUCKETS, AD_UP_BUCKETS, AD_N };
+	static const char *const keys[AD_N] = { "address", "bearer_token_file", "request_buckets",
+						"upstream_buckets" };
+	static const uint64_t def_req[] = { 500,    1000,   2500,    5000,    10000,   25000,
+					    50000,  100000, 250000,  500000,  1000000, 2500000,
+					    5000000, 10000000 };
+	struct cfg_admin *a = &c->cfg->admin;
+	yaml_node_t *v[AD_N];
+	const char *s = NULL, *why = "invalid address";
+	struct stat st;
+
+	a->line = cfg_line(kn);
+	a->enabled = true;
+	memcpy(a->request_buckets_us, def_req, sizeof(def_req));
+	a->nrequest_buckets = sizeof(def_req) / sizeof(def_req[0]);
+	memcpy(a->upstream_buckets_us, def_req, sizeof(def_req));
+	a->nupstream_buckets = a->nrequest_buckets;
+	if (net_addr_parse("127.0.0.1:9901", 0, &a->addr, &why))
+		return cfg_fail(c, kn, "admin.address", "%s", why);
+	if (is_null(n))
+		return 0;
+	if (cfg_fields(c, n, "admin", keys, AD_N, v, NULL))
+		return -EINVAL;
+	if (v[AD_ADDRESS] && get_addr(c, v[AD_ADDRESS], "admin.address", &a->addr))
+		return -EINVAL;
+	if (v[AD_TOKEN]) {
+		if (get_nonempty(c, v[AD_TOKEN], "admin.bearer_token_file", &s))
+			return -EINVAL;
+		if (s[0] != '/')
+			return cfg_fail(c, v[AD_TOKEN], "admin.bearer_token_file",
+					"expected an absolute path, got \"%s\"", s);
+		/* A token others can read is no secret: refuse it the way ssh refuses a loose key. */
+		if (stat(s, &st) < 0)
+			return cfg_fail(c, v[AD_TOKEN], "admin.bearer_token_file", "%s: %s", s,
+					strerror(errno));
+		if (!S_ISREG(st.st_mode))
+			return cfg_fail(c, v[AD_TOKEN], "admin.bearer_token_file",
+					"%s: not a regular file", s);
+		if (st.st_mode & 077)
+			return cfg_fail(c, v[AD_TOKEN], "admin.bearer_token_file",
+					"%s: mode %04o is too open (0600 or stricter)", s,
+					(unsigned)(st.st_mode & 07777));
+		if (dup_str(c, s, &a->token_file))
+			return -ENOMEM;
+	}
+	if (v[AD_REQ_BUCKETS] && get_buckets(c, v[AD_REQ_BUCKETS], "admin.request_buckets",
+					     a->request_buckets_us, &a->nrequest_buckets))
+		return -EINVAL;
+	if (v[AD_UP_BUCKETS] && get_buckets(c, v[AD_UP_BUCKETS], "admin.upstream_buckets",
+					    a->upstream_buckets_us, &a->nupstream_buckets))
+		return -EINVAL;
+	return 0;
+}
+
+/* ---- API key tiers, route auth and rate limits (docs/api-keys.md, docs/rate-limits.md) ---- */
+
+#define CFG_MAX_RATE_LIMITS 8 /* limits on one route */
+
+static int get_limit_rate(struct cfg_ctx *c, const yaml_node_t *n, const char *key,
+			  struct cfg_rate *out)
+{
+	const char *s = NULL;
+	int rc;
+
+	if (n->type != YAML_SCALAR_NODE || is_null(n))
+		return cfg_fail(c, n, key, "expected a rate such as 10/s, 600/m, 100/h or 1000/d, got %s",
+				node_kind(n));
+	s = scalar(n);
+	rc = rl_parse_rate(s, out);
+	if (rc == -ERANGE)
+		return cfg_fail(c, n, key, "rate \"%s\" is too large (at most 1000000000 per unit)", s);
+	if (rc)
+		return cfg_fail(c, n, key,
+				"expected a rate such as 10/s, 600/m, 100/h or 1000/d, got \"%s\"", s);
+	return 0;
+}
+
+/* The limiter keeps times in 48 bits of µs: a bucket must refill within two years. */
+static int check_bucket(struct cfg_ctx *c, const yaml_node_t *n, const char *key,
+			const struct cfg_rate *rate, uint64_t burst)
+{
+	struct rl_limit l = rl_limit_of(rate, burst);
+
+	if (l.burst * l.interval_us > (1ull << 46))
+		return cfg_fail(c, n, key, "burst %" PRIu64 " at this rate takes over two years to refill",
+				l.burst);
+	return 0;
+}
+
+static int parse_quota(struct cfg_ctx *c, const yaml_node_t *n, const char *path,
+		       struct cfg_tier *t)
+{
+	enum { Q_DAY, Q_MONTH, Q_N };
+	static const char *const keys[Q_N] = { "day", "month" };
+	char kp[CFG_KEY_MAX];
+	yaml_node_t *v[Q_N];
+
+	if (cfg_fields(c, n, path, keys, Q_N, v, NULL))
+		return -EINVAL;
+	if (v[Q_DAY] &&
+	    get_uint(c, v[Q_DAY], key_join(kp, path, "day"), 1, 1ull << 40, &t->quota_day))
+		return -EINVAL;
+	if (v[Q_MONTH] &&
+	    get_uint(c, v[Q_MONTH], key_join(kp, path, "month"), 1, 1ull << 40, &t->quota_month))
+		return -EINVAL;
+	return 0;
+}
+
+static int parse_tier(struct cfg_ctx *c, const yaml_node_t *n, unsigned idx)
+{
+	enum { TI_NAME, TI_RATE, TI_BURST, TI_QUOTA, TI_N };
+	static const char *const keys[TI_N] = { "name", "rate", "burst", "quota" };
+	struct cfg_tier *t = &c->cfg->tiers[idx];
+	char path[CFG_KEY_MAX], kp[CFG_KEY_MAX];
+	yaml_node_t *v[TI_N], *kn[TI_N];
+	const char *s = NULL;
+
+	key_index(path, "tiers", idx);
+	if (cfg_fields(c, n, path, keys, TI_N, v, kn))
+		return -EINVAL;
+	t->line = cfg_line(n);
+	if (!v[TI_NAME])
+		return cfg_fail(c, n, key_join(kp, path, "name"), "required key missing");
+	if (get_str(c, v[TI_NAME], key_join(kp, path, "name"), &s) || check_name(c, v[TI_NAME], kp, s))
+		return -EINVAL;
+	for (unsigned j = 0; j < idx; j++)
+		if (!strcmp(c->cfg->tiers[j].name, s))
+			return cfg_fail(c, v[TI_NAME], kp, "duplicate name, first at line %u",
+					c->cfg->tiers[j].line);
+	if (dup_str(c, s, &t->name))
+		return -ENOMEM;
+	if (v[TI_RATE] && get_limit_rate(c, v[TI_RATE], key_join(kp, path, "rate"), &t->rate))
+		return -EINVAL;
+	if (v[TI_BURST]) {
+		if (!v[TI_RATE])
+			return cfg_fail(c, kn[TI_BURST], key_join(kp, path, "burst"), "needs rate");
+		if (get_uint(c, v[TI_BURST], key_join(kp, path, "burst"), 1, 1000000, &t->burst) ||
+		    check_bucket(c, v[TI_BURST], kp, &t->rate, t->burst))
+			return -EINVAL;
+	} else if (t->rate.count) {
+		t->burst = t->rate.count;
+		if (check_bucket(c, v[TI_RATE], key_join(kp, path, "rate"), &t->rate, t->burst))
+			return -EINVAL;
+	}
+	if (v[TI_QUOTA] && parse_quota(c, v[TI_QUOTA], key_join(kp, path, "quota"), t))
+		return -EINVAL;
+	return 0;
+}
+
+static int parse_tiers(struct cfg_ctx *c, const yaml_node_t *n)
+{
+	unsigned cnt;
+
+	if (want_seq(c, n, "tiers"))
+		return -EINVAL;
+	cnt = seq_len(n);
+	if (!cnt)
+		return 0;
+	c->cfg->tiers = calloc(cnt, sizeof(*c->cfg->tiers));
+	if (!c->cfg->tiers)
+		return cfg_oom(c);
+	c->cfg->ntiers = cnt;
+	for (unsigned i = 0; i < cnt; i++)
+		if (parse_tier(c, seq_item(c, n, i), i))
+			return -EINVAL;
+	return 0;
+}
+
+/* A query parameter name we can match without decoding: unreserved characters only. */
+static bool query_name_ok(const char *s)
+{
+	size_t len = strlen(s);
+
+	return len && len <= 64 &&
+	       strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~") == len;
+}
+
+static int parse_upstream_headers(struct cfg_ctx *c, const yaml_node_t *n, const char *path,
+				  struct cfg_auth *a)
+{
+	enum { UH_KEY_ID, UH_TIER, UH_N };
+	static const char *const keys[UH_N] = { "key_id", "tier" };
+	char **dst[UH_N] = { &a->hdr_key_id, &a->hdr_tier };
+	char kp[CFG_KEY_MAX];
+	yaml_node_t *v[UH_N];
+
+	if (cfg_fields(c, n, path, keys, UH_N, v, NULL))
+		return -EINVAL;
+	for (int i = 0; i < UH_N; i++) {
+		const char *s = NULL;
+
+		if (!v[i])
+			continue;
+		if (get_nonempty(c, v[i], key_join(kp, path, keys[i]), &s))
+			return -EINVAL;
+		if (!is_token(s))
+			return cfg_fail(c, v[i], kp, "\"%s\" is not a valid header name", s);
+		if (dup_str(c, s, dst[i]))
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+/* ---- routes[].auth with type jwt (agent/jwt.h) ----------------------------------- */
+
+/* The value of `type` in an auth mapping, or NULL: the jwt branch has its own keys. */
+static const char *auth_type_of(struct cfg_ctx *c, const yaml_node_t *n)
+{
+	for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+		yaml_node_t *k = cfg_node(c, p->key), *v = cfg_node(c, p->value);
+
+		if (k->type == YAML_SCALAR_NODE && !strcmp(scalar(k), "type") &&
+		    v->type == YAML_SCALAR_NODE)
+			return scalar(v);
+	}
+	return NULL;
+}
+
+/* A string or a list of non-empty strings, duplicated into *out. */
+static int get_str_list(struct cfg_ctx *c, const yaml_node_t *n, const char *key, char ***out,
+			unsigned *nout)
+{
+	bool one = n->type == YAML_SCALAR_NODE;
+	unsigned cnt = one ? 1 : 0;
+	char kp[CFG_KEY_MAX];
+
+	if (!one) {
+		if (want_seq(c, n, key))
+			return -EINVAL;
+		cnt = seq_len(n);
+		if (!cnt)
+			return cfg_fail(c, n, key, "empty list");
+	}
+	*out = calloc(cnt, sizeof(**out));
+	if (!*out)
+		return cfg_oom(c);
+	for (unsigned i = 0; i < cnt; i++) {
+		const yaml_node_t *it = one ? n : seq_item(c, n, i);
+		const char *s = NULL;
+
+		if (get_nonempty(c, it, one ? key : key_index(kp, key, i), &s))
+			return -EINVAL;
+		if (dup_str(c, s, &(*out)[i]))
+			return -ENOMEM;
+		*nout = i + 1;
+	}
+	return 0;
+}
+
+static int parse_jwt_algorithms(struct cfg_ctx *c, const yaml_node_t *n, const char *key,
+				struct jwt_policy *p)
+{
+	char kp[CFG_KEY_MAX];
+
+	if (want_seq(c, n, key))
+		return -EINVAL;
+	if (!seq_len(n))
+		return cfg_fail(c, n, key, "empty list: name the algorithms your issuer signs with");
+	for (unsigned i = 0; i < seq_len(n); i++) {
+		const yaml_node_t *it = seq_item(c, n, i);
+		const char *s = NULL;
+		int a;
+
+		key_index(kp, key, i);
+		if (get_nonempty(c, it, kp, &s))
+			return -EINVAL;
+		if (!strcasecmp(s, "none"))
+			return cfg_fail(c, it, kp, "\"none\" (unsigned tokens) is never accepted");
+		a = jwt_alg_from_name(s);
+		if (a < 0)
+			return cfg_fail(c, it, kp,
+					"unknown algorithm \"%s\" (expected HS256, HS384, HS512, RS256, RS384, RS512, ES256 or ES384)",
+					s);
+		if (p->algs & (1u << a))
+			return cfg_fail(c, it, kp, "%s is listed twice", s);
+		p->algs |= 1u << a;
+	}
+	return 0;
+}
+
+/* Claim headers replace what the client sent; framing and routing headers are not for claims. */
+static bool claim_header_ok(const char *h)
+{
+	static const char *const reserved[] = {
+		"host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade",
+		"te", "trailer", "proxy-connection", "expect", "x-forwarded-for", "x-forwarded-proto",
+		"x-forwarded-host", "forwarded", "x-request-id", "traceparent", "tracestate",
+	};
+
+	for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++)
+		if (!strcasecmp(h, reserved[i]))
+			return false;
+	return is_token(h) && strlen(h) <= 64;
+}
+
+static int parse_jwt_claims(struct cfg_ctx *c, const yaml_node_t *n, const char *path,
+			    struct jwt_policy *p)
+{
+	char kp[CFG_KEY_MAX];
+
+	if (want_map(c, n, path))
+		return -EINVAL;
+	for (yaml_node_pair_t *pr = n->data.mapping.pairs.start; pr < n->data.mapping.pairs.top; pr++) {
+		yaml_node_t *k = cfg_node(c, pr->key), *v = cfg_node(c, pr->value);
+		const char *claim = NULL, *h = NULL;
+
+		if (get_nonempty(c, k, path, &claim))
+			return -EINVAL;
+		key_join(kp, path, claim);
+		if (strlen(claim) > 64)
+			return cfg_fail(c, k, kp, "claim names are at most 64 bytes");
+		if (p->nclaims == JWT_MAX_CLAIM_HEADERS)
+			return cfg_fail(c, k, kp, "at most %d claims", JWT_MAX_CLAIM_HEADERS);
+		if (get_nonempty(c, v, kp, &h))
+			return -EINVAL;
+		if (!claim_header_ok(h))
+			return cfg_fail(c, v, kp, "\"%s\" cannot carry a claim (not a header name, or one the proxy owns)",
+					h);
+		for (unsigned i = 0; i < p->nclaims; i++) {
+			if (!strcmp(p->claims[i].claim, claim))
+				return cfg_fail(c, k, kp, "claim listed twice");
+			if (!strcasecmp(p->claims[i].header, h))
+				return cfg_fail(c, v, kp, "header \"%s\" already carries claim %s", h,
+						p->claims[i].claim);
+		}
+		if (dup_str(c, claim, &p->claims[p->nclaims].claim) ||
+		    dup_str(c, h, &p->claims[p->nclaims].header)) {
+			p->nclaims++; /* both freed by jwt_free */
+			return -ENOMEM;
+		}
+		p->nclaims++;
+	}
+	return 0;
+}
+
+static int parse_auth_jwt(struct cfg_ctx *c, const yaml_node_t *n, const char *path, struct cfg_auth *a)
+{
+	enum { J_TYPE, J_ALGS, J_KEYS, J_JWKS, J_HMAC, J_ISS, J_AUD, J_LEEWAY, J_HEADER, J_COOKIE,
+	       J_CLAIMS, J_REQUIRE_EXP, J_FORWARD, J_N };
+	static const char *const keys[J_N] = {
+		"type",     "algorithms", "keys",   "jwks",   "hmac_secret_file",
+		"issuer",   "audience",   "leeway", "header", "cookie",
+		"claims_to_headers", "require_exp", "forward_token",
+	};
+	char kp[CFG_KEY_MAX], why[512];
+	yaml_node_t *v[J_N], *kn[J_N];
+	struct jwt_policy *p;
+	const char *s = NULL;
+	uint64_t ms;
+
+	if (cfg_fields(c, n, path, keys, J_N, v, kn))
+		return -EINVAL;
+	a->type = CFG_AUTH_JWT;
+	a->source = CFG_CRED_BEARER;
+	a->jwt = jwt_new();
+	if (!a->jwt)
+		return cfg_oom(c);
+	p = jwt_policy(a->jwt);
+	if (!v[J_ALGS])
+		return cfg_fail(c, n, key_join(kp, path, "algorithms"),
+				"required: the algorithms your issuer signs with, e.g. [RS256]");
+	if (parse_jwt_algorithms(c, v[J_ALGS], key_join(kp, path, "algorithms"), p))
+		return -EINVAL;
+	if (v[J_ISS] && get_str_list(c, v[J_ISS], key_join(kp, path, "issuer"), &p->issuers, &p->nissuers))
+		return -EINVAL;
+	if (v[J_AUD] &&
+	    get_str_list(c, v[J_AUD], key_join(kp, path, "audience"), &p->audiences, &p->naudiences))
+		return -EINVAL;
+	if (v[J_LEEWAY]) {
+		key_join(kp, path, "leeway");
+		if (get_duration(c, v[J_LEEWAY], kp, &ms))
+			return -EINVAL;
+		if (ms % 1000 || ms > 3600000)
+			return cfg_fail(c, v[J_LEEWAY], kp, "whole seconds from 0s to 1h");
+		p->leeway_s = ms / 1000;
+	}
+	if (v[J_HEADER] && v[J_COOKIE]) {
+		int later = cfg_line(kn[J_COOKIE]) >= cfg_line(kn[J_HEADER]) ? J_COOKIE : J_HEADER;
+
+		return cfg_fail(c, kn[later], key_join(kp, path, keys[later]),
+				"the token is read from either a header or a cookie, not both");
+	}
+	if (v[J_HEADER]) {
+		key_join(kp, path, "header");
+		if (get_nonempty(c, v[J_HEADER], kp, &s))
+			return -EINVAL;
+		/* "Authorization: Bearer" is how api_key routes say it; accept it here too. */
+		if (!strcmp(s, "Authorization: Bearer"))
+			s = "Authorization";
+		if (!is_token(s))
+			return cfg_fail(c, v[J_HEADER], kp, "\"%s\" is not a header name", s);
+		if (dup_str(c, s, &p->header))
+			return -ENOMEM;
+		if (strcasecmp(s, "Authorization")) {
+			a->source = CFG_CRED_HEADER;
+			if (dup_str(c, s, &a->name))
+				return -ENOMEM;
+		}
+	}
+	if (v[J_COOKIE]) {
+		key_join(kp, path, "cookie");
+		if (get_nonempty(c, v[J_COOKIE], kp, &s))
+			return -EINVAL;
+		if (!is_token(s))
+			return cfg_fail(c, v[J_COOKIE], kp, "\"%s\" is not a cookie name", s);
+		if (dup_str(c, s, &p->cookie))
+			return -ENOMEM;
+	}
+	if (v[J_CLAIMS] && parse_jwt_claims(c, v[J_CLAIMS], key_join(kp, path, "claims_to_headers"), p))
+		return -EINVAL;
+	if (v[J_REQUIRE_EXP] &&
+	    get_bool(c, v[J_REQUIRE_EXP], key_join(kp, path, "require_exp"), &p->require_exp))
+		return -EINVAL;
+	if (v[J_FORWARD] &&
+	    get_bool(c, v[J_FORWARD], key_join(kp, path, "forward_token"), &p->forward_token))
+		return -EINVAL;
+	/* Key files are read now, so `clawd --check` catches a missing or loose one. */
+	if (v[J_KEYS]) {
+		char **files = NULL;
+		unsigned nfiles = 0;
+		int rc;
+
+		key_join(kp, path, "keys");
+		rc = get_str_list(c, v[J_KEYS], kp, &files, &nfiles);
+		for (unsigned i = 0; !rc && i < nfiles; i++)
+			if (jwt_add_pem(a->jwt, files[i], why, sizeof(why)))
+				rc = cfg_fail(c, v[J_KEYS], kp, "%s", why);
+		for (unsigned i = 0; i < nfiles; i++)
+			free(files[i]);
+		free(files);
+		if (rc)
+			return rc;
+	}
+	if (v[J_JWKS]) {
+		key_join(kp, path, "jwks");
+		if (get_nonempty(c, v[J_JWKS], kp, &s))
+			return -EINVAL;
+		if (jwt_add_jwks(a->jwt, s, why, sizeof(why)))
+			return cfg_fail(c, v[J_JWKS], kp, "%s", why);
+	}
+	if (v[J_HMAC]) {
+		key_join(kp, path, "hmac_secret_file");
+		if (get_nonempty(c, v[J_HMAC], kp, &s))
+			return -EINVAL;
+		if (jwt_add_hmac_file(a->jwt, s, why, sizeof(why)))
+			return cfg_fail(c, v[J_HMAC], kp, "%s", why);
+	}
+	if (jwt_check(a->jwt, why, sizeof(why)))
+		return cfg_fail(c, n, path, "%s", why);
+	return 0;
+}
+
+static int parse_auth(struct cfg_ctx *c, const yaml_node_t *n, const char *path, struct cfg_auth *a)
+{
+	enum { A_TYPE, A_HEADER, A_QUERY, A_UPSTREAM_HEADERS, A_N };
+	static const char *const keys[A_N] = { "type", "header", "query", "upstream_headers" };
+	char kp[CFG_KEY_MAX];
+	yaml_node_t *v[A_N], *kn[A_N];
+	const char *s = NULL;
+
+	a->line = cfg_line(n);
+	/* `auth: api_key` is short for {type: api_key} with the defaults. */
+	if (n->type == YAML_SCALAR_NODE) {
+		if (get_nonempty(c, n, path, &s))
+			return -EINVAL;
+		if (strcmp(s, "api_key"))
+			return cfg_fail(c, n, path, "expected api_key or a mapping with type, got \"%s\"",
+					s);
+		a->type = CFG_AUTH_API_KEY;
+		return dup_str(c, "X-API-Key", &a->name);
+	}
+	if (n->type == YAML_MAPPING_NODE && (s = auth_type_of(c, n)) && !strcmp(s, "jwt"))
+		return parse_auth_jwt(c, n, path, a);
+	if (cfg_fields(c, n, path, keys, A_N, v, kn))
+		return -EINVAL;
+	key_join(kp, path, "type");
+	if (!v[A_TYPE])
+		return cfg_fail(c, n, kp, "required key missing (api_key or jwt)");
+	if (get_nonempty(c, v[A_TYPE], kp, &s))
+		return -EINVAL;
+	if (!strcmp(s, "api_key"))
+		a->type = CFG_AUTH_API_KEY;
+	else
+		return cfg_fail(c, v[A_TYPE], kp, "expected api_key or jwt, got \"%s\"", s);
+	if (v[A_HEADER] && v[A_QUERY]) {
+		int later = cfg_line(kn[A_QUERY]) >= cfg_line(kn[A_HEADER]) ? A_QUERY : A_HEADER;
+
+		return cfg_fail(c, kn[later], key_join(kp, path, keys[later]),
+				"the key is read from either a header or a query parameter, not both");
+	}
+	a->source = CFG_CRED_HEADER;
+	if (v[A_QUERY]) {
+		if (get_nonempty(c, v[A_QUERY], key_join(kp, path, "query"), &s))
+			return -EINVAL;
+		if (!query_name_ok(s))
+			return cfg_fail(c, v[A_QUERY], kp,
+					"\"%s\": a parameter name of letters, digits, '_', '.', '-' or '~'", s);
+		a->source = CFG_CRED_QUERY;
+		if (dup_str(c, s, &a->name))
+			return -ENOMEM;
+	} else if (v[A_HEADER]) {
+		if (get_nonempty(c, v[A_HEADER], key_join(kp, path, "header"), &s))
+			return -EINVAL;
+		if (!strcmp(s, "Authorization: Bearer")) {
+			a->source = CFG_CRED_BEARER;
+		} else if (!is_token(s)) {
+			return cfg_fail(c, v[A_HEADER], kp,
+					"\"%s\": expected a header name or \"Authorization: Bearer\"", s);
+		} else if (http1_casecmp_eq(s, strlen(s), "authorization")) {
+			return cfg_fail(c, v[A_HEADER], kp,
+					"write \"Authorization: Bearer\" to read a bearer token");
+		} else if (dup_str(c, s, &a->name)) {
+			return -ENOMEM;
+		}
+	} else if (dup_str(c, "X-API-Key", &a->name)) {
+		return -ENOMEM;
+	}
+	if (v[A_UPSTREAM_HEADERS] &&
+	    parse_upstream_headers(c, v[A_UPSTREAM_HEADERS], key_join(kp, path, "upstream_headers"), a))
+		return -EINVAL;
+	return 0;
+}
+
+static int parse_rate_limit(struct cfg_ctx *c, const yaml_node_t *n, const char *path,
+			    const struct cfg_route *r, struct cfg_rate_limit *l)
+{
+	enum { L_KEY, L_RATE, L_BURST, L_V6, L_N };
+	static const char *const keys[L_N] = { "key", "rate", "burst", "ipv6_prefix" };
+	char kp[CFG_KEY_MAX];
+	yaml_node_t *v[L_N], *kn[L_N];
+	const char *s = NULL, *arg = NULL;
+	uint64_t x;
+
+	if (cfg_fields(c, n, path, keys, L_N, v, kn))
+		return -EINVAL;
+	l->line = cfg_line(n);
+	l->v6_prefix = 64;
+	key_join(kp, path, "key");
+	if (!v[L_KEY])
+		return cfg_fail(c, n, kp, "required key missing (ip, api_key, header:NAME or jwt_claim:NAME)");
+	if (get_nonempty(c, v[L_KEY], kp, &s))
+		return -EINVAL;
+	if (!strcmp(s, "ip")) {
+		l->key = CFG_LIMIT_IP;
+	} else if (!strcmp(s, "api_key")) {
+		l->key = CFG_LIMIT_API_KEY;
+		if (r->auth.type != CFG_AUTH_API_KEY)
+			return cfg_fail(c, v[L_KEY], kp, "key api_key needs auth: api_key on this route");
+	} else if (!strncmp(s, "header:", 7)) {
+		l->key = CFG_LIMIT_HEADER;
+		arg = s + 7;
+		if (!is_token(arg))
+			return cfg_fail(c, v[L_KEY], kp, "\"%s\": the name after ':' must be a header name",
+					s);
+	} else if (!strncmp(s, "jwt_claim:", 10)) {
+		l->key = CFG_LIMIT_JWT_CLAIM;
+		arg = s + 10;
+		if (!*arg || strlen(arg) > 64)
+			return cfg_fail(c, v[L_KEY], kp, "\"%s\": a claim name of 1 to 64 bytes", s);
+		if (r->auth.type != CFG_AUTH_JWT)
+			return cfg_fail(c, v[L_KEY], kp, "key jwt_claim needs auth type jwt on this route");
+		/* The validator copies this claim out of each token for the limiter. */
+		if (jwt_want_claim(r->auth.jwt, arg))
+			return cfg_fail(c, v[L_KEY], kp, "at most %d jwt_claim limits per route", JWT_MAX_WANT);
+	} else {
+		return cfg_fail(c, v[L_KEY], kp,
+				"expected ip, api_key, header:NAME or jwt_claim:NAME, got \"%s\"", s);
+	}
+	if (arg && dup_str(c, arg, &l->name))
+		return -ENOMEM;
+	key_join(kp, path, "rate");
+	if (!v[L_RATE])
+		return cfg_fail(c, n, kp, "required key missing");
+	if (get_limit_rate(c, v[L_RATE], kp, &l->rate))
+		return -EINVAL;
+	if (v[L_BURST]) {
+		if (get_uint(c, v[L_BURST], key_join(kp, path, "burst"), 1, 1000000, &l->burst))
+			return -EINVAL;
+	} else {
+		l->burst = l->rate.count;
+	}
+	if (check_bucket(c, v[L_BURST] ? v[L_BURST] : v[L_RATE], kp, &l->rate, l->burst))
+		return -EINVAL;
+	if (v[L_V6]) {
+		key_join(kp, path, "ipv6_prefix");
+		if (l->key != CFG_LIMIT_IP)
+			return cfg_fail(c, kn[L_V6], kp, "only valid with key ip");
+		if (get_uint(c, v[L_V6], kp, 1, 128, &x))
+			return -EINVAL;
+		l->v6_prefix = (uint32_t)x;
+	}
+	return 0;
+}
+
+/* routes[].auth, .limits and .rate_limit_headers; any may be NULL (absent). */
+static int parse_route_gate(struct cfg_ctx *c, const char *path, const yaml_node_t *auth,
+			    const yaml_node_t *limits, const yaml_node_t *headers,
+			    struct cfg_route *r)
+{
+	char kp[CFG_KEY_MAX], ip[CFG_KEY_MAX];
+	unsigned cnt;
+
+	if (auth && !is_null(auth) && parse_auth(c, auth, key_join(kp, path, "auth"), &r->auth))
+		return -EINVAL;
+	if (headers) {
+		const char *s = headers->type == YAML_SCALAR_NODE ? scalar(headers) : NULL;
+
+		key_join(kp, path, "rate_limit_headers");
+		if (s && !strcmp(s, "true"))
+			r->rate_limit_headers = true;
+		else if (!s || strcmp(s, "false"))
+			return cfg_fail(c, headers, kp, "expected true or false, got %s",
+					s ? s : node_kind(headers));
+	}
+	if (!limits)
+		return 0;
+	key_join(kp, path, "limits");
+	if (want_seq(c, limits, kp))
+		return -EINVAL;
+	cnt = seq_len(limits);
+	if (!cnt)
+		return cfg_fail(c, limits, kp, "empty list (omit limits for none)");
+	if (cnt > CFG_MAX_RATE_LIMITS)
+		return cfg_fail(c, limits, kp, "at most %d limits per route, got %u",
+				CFG_MAX_RATE_LIMITS, cnt);
+	r->rate_limits = calloc(cnt, sizeof(*r->rate_limits));
+	if (!r->rate_limits)
+		return cfg_oom(c);
+	for (unsigned i = 0; i < cnt; i++) {
+		if (parse_rate_limit(c, seq_item(c, limits, i), key_index(ip, kp, i), r,
+				     &r->rate_limits[i]))
+			return -EINVAL;
+		r->nrate_limits = i + 1;
+	}
+	return 0;
+}
+
+static void free_gate_config(struct config *cfg)
+{
+	for (unsigned i = 0; cfg->tiers && i < cfg->ntiers; i++)
+		free(cfg->tiers[i].name);
+	free(cfg->tiers);
+	for (unsigned i = 0; cfg->routes && i < cfg->nroutes; i++) {
+		struct cfg_route *r = &cfg->routes[i];
+
+		free(r->auth.name);
+		free(r->auth.hdr_key_id);
+		free(r->auth.hdr_tier);
+		jwt_free(r->auth.jwt);
+		for (unsigned j = 0; r->rate_limits && j < r->nrate_limits; j++)
+			free(r->rate_limits[j].name);
+		free(r->rate_limits);
+	}
+}
+
+int config_tier_index(const struct config *cfg, const char *name)
+{
+	for (unsigned i = 0; i < cfg->ntiers; i++)
+		if (cfg->tiers[i].name && !strcmp(cfg->tiers[i].name, name))
+			return (int)i;
+	return -1;
+}
+
 /* ---- the document ------------------------------------------------------------------ */
 
 /*
@@ -1518,11 +2671,13 @@ static int parse_state_dir(struct cfg_ctx *c, const yaml_node_t *n)
 static int parse_root(struct cfg_ctx *c, const yaml_node_t *root)
 {
 	enum { T_WORKERS, T_PID_FILE, T_ACCESS_LOG, T_DRAIN_TIMEOUT, T_LIMITS, T_TIMEOUTS,
-	       T_TRUSTED, T_LISTENERS, T_UPSTREAMS, T_ROUTES, T_CONTROL, T_STATE_DIR, T_GUARD, T_N };
+	       T_TRUSTED, T_LISTENERS, T_UPSTREAMS, T_ROUTES, T_CONTROL, T_STATE_DIR, T_GUARD,
+	       T_ADMIN, T_TRACING, T_TIERS, T_N };
 	static const char *const keys[T_N] = {
 		"workers", "pid_file",        "access_log", "drain_timeout", "limits",
 		"timeouts", "trusted_proxies", "listeners",  "upstreams",     "routes",
-		"control", "state_dir",       "guard",
+		"control", "state_dir",       "guard",     "admin",         "tracing",
+		"tiers",
 	};
 	struct config *cfg = c->cfg;
 	yaml_node_t *v[T_N], *kn[T_N];
@@ -1549,6 +2704,13 @@ static int parse_root(struct cfg_ctx *c, const yaml_node_t *root)
 		return -EINVAL;
 	if (v[T_LIMITS] && parse_limits(c, v[T_LIMITS]))
 		return -EINVAL;
+	cfg->tracing.traceparent = true;
+	if (dup_str(c, "X-Request-ID", &cfg->tracing.request_id_header))
+		return -ENOMEM;
+	if (v[T_TRACING] && parse_tracing(c, v[T_TRACING], "tracing", &cfg->tracing))
+		return -EINVAL;
+	if (v[T_ADMIN] && parse_admin(c, kn[T_ADMIN], v[T_ADMIN]))
+		return -EINVAL;
 	if (v[T_TIMEOUTS] && parse_timeouts(c, v[T_TIMEOUTS], "timeouts", &cfg->timeouts))
 		return -EINVAL;
 	if (v[T_TRUSTED] && parse_trusted(c, v[T_TRUSTED]))
@@ -1563,6 +2725,8 @@ static int parse_root(struct cfg_ctx *c, const yaml_node_t *root)
 	} else if (dup_str(c, GUARD_PIN_DIR, &cfg->guard.pin_dir)) {
 		return -ENOMEM;
 	}
+	if (v[T_TIERS] && parse_tiers(c, v[T_TIERS]))
+		return -EINVAL;
 	if (parse_listeners(c, root, v[T_LISTENERS]))
 		return -EINVAL;
 	if (v[T_UPSTREAMS] && parse_upstreams(c, v[T_UPSTREAMS]))
@@ -1732,6 +2896,7 @@ void config_free(struct config *cfg)
 {
 	if (!cfg)
 		return;
+	free_gate_config(cfg);
 	for (unsigned i = 0; cfg->listeners && i < cfg->nlisteners; i++)
 		free(cfg->listeners[i].name);
 	free(cfg->listeners);
@@ -1739,6 +2904,11 @@ void config_free(struct config *cfg)
 		free(cfg->upstreams[i].name);
 		free(cfg->upstreams[i].hash_name);
 		free(cfg->upstreams[i].servers);
+		free(cfg->upstreams[i].health.path);
+		free(cfg->upstreams[i].health.method);
+		free(cfg->upstreams[i].health.host);
+		free(cfg->upstreams[i].health.expect);
+		free(cfg->upstreams[i].health.body_contains);
 	}
 	free(cfg->upstreams);
 	for (unsigned i = 0; cfg->routes && i < cfg->nroutes; i++) {
@@ -1757,6 +2927,7 @@ void config_free(struct config *cfg)
 		free(r->respond.body);
 		free(r->respond.content_type);
 		free(r->host_rewrite);
+		free(r->tracing.request_id_header);
 	}
 	free(cfg->routes);
 	free(cfg->trusted_proxies);
@@ -1771,6 +2942,9 @@ void config_free(struct config *cfg)
 	free(cfg->guard.deny);
 	free(cfg->guard.autoban.statuses);
 	free(cfg->guard.pin_dir);
+	free(cfg->access_log_opts.template);
+	free(cfg->tracing.request_id_header);
+	free(cfg->admin.token_file);
 	free(cfg->path);
 	free(cfg);
 }

@@ -45,10 +45,54 @@ enum lb_hash_source {
 	LB_HASH_PATH,      /* "path" (without query) */
 };
 
+/* Circuit breaker limits (pool-wide or per server); 0 = no limit. See docs/health.md. */
+struct cfg_breaker {
+	uint32_t max_connections; /* open backend connections, idle pooled ones included */
+	uint32_t max_pending;     /* requests waiting for a backend connection (connecting) */
+	uint32_t max_requests;    /* requests in flight (sent, response not finished) */
+};
+
 struct cfg_server {
 	struct net_addr addr; /* backend address */
 	uint32_t weight;      /* relative weight, 1..1000 */
 	unsigned line;
+	bool backup;          /* used only when no primary server of the pool is usable */
+	struct cfg_breaker limits; /* this server's own circuit breaker */
+};
+
+enum cfg_health_type {
+	CFG_HEALTH_NONE, /* no active checks (the default) */
+	CFG_HEALTH_TCP,  /* "tcp": a connect that completes within timeout */
+	CFG_HEALTH_HTTP, /* "http": a request whose status is in expect (and body has body_contains) */
+};
+
+/* An inclusive range of HTTP statuses. */
+struct cfg_status_range {
+	uint16_t lo, hi; /* 100..599, lo <= hi */
+};
+
+/* upstreams[].health: active checks run by the health thread. */
+struct cfg_health {
+	enum cfg_health_type type;
+	char *path;                      /* request target, default "/" */
+	char *method;                    /* default "GET" */
+	char *host;                      /* Host header, default the server's address */
+	struct cfg_status_range *expect; /* statuses that pass, default 200-399 */
+	unsigned nexpect;
+	char *body_contains;             /* substring the body must hold, or NULL */
+	uint64_t interval_ms;            /* time between two checks of one server */
+	uint32_t jitter_pct;             /* each interval varies by up to ± this percent */
+	uint64_t timeout_ms;             /* whole check: connect, send, response */
+	uint32_t rise;                   /* consecutive passes that bring a down server up */
+	uint32_t fall;                   /* consecutive failures that take an up server down */
+};
+
+/* upstreams[].outlier: passive ejection from live traffic; off when consecutive_failures is 0. */
+struct cfg_outlier {
+	uint32_t consecutive_failures; /* connect failures / 5xx / timeouts in a row that eject */
+	uint64_t base_ejection_ms;     /* first ejection; the n-th lasts n times as long */
+	uint64_t max_ejection_ms;      /* cap on one ejection */
+	uint32_t max_ejected_percent;  /* share of the pool that may be ejected at once */
 };
 
 struct cfg_upstream {
@@ -61,6 +105,11 @@ struct cfg_upstream {
 	uint32_t keepalive;     /* idle pooled connections kept per server per worker; 0 = none */
 	uint32_t connect_tries; /* servers tried on connect failure before 502 (default min(3, n)) */
 	unsigned line;
+	struct cfg_health health;   /* active checks; type NONE = off */
+	struct cfg_outlier outlier; /* passive ejection */
+	uint64_t slow_start_ms;     /* weight ramps 10% → 100% over this after recovery; 0 = off */
+	struct cfg_breaker limits;  /* pool-wide circuit breaker */
+	unsigned nbackup;           /* servers with backup: true */
 };
 
 enum route_path_kind {
@@ -82,6 +131,82 @@ struct cfg_respond {
 	char *content_type; /* default "text/plain; charset=utf-8" */
 };
 
+/* tracing.request_id.trust: whose X-Request-ID is kept. */
+enum cfg_trust {
+	CFG_TRUST_TRUSTED_PROXIES, /* "trusted_proxies": only from peers in trusted_proxies (default) */
+	CFG_TRUST_ALWAYS,          /* "always": from anyone (behind a proxy that sanitises it) */
+	CFG_TRUST_NEVER,           /* "never": always generate our own */
+};
+
+/* tracing (top level, or per route on top of the top-level values). */
+struct cfg_tracing {
+	enum cfg_trust request_id_trust;
+	char *request_id_header;  /* header carrying the request id; default "X-Request-ID" */
+	bool traceparent;         /* W3C trace context: propagate, or start when absent (default on) */
+	bool sample;              /* sampled flag of traces the proxy starts (default off) */
+};
+
+/* A rate: count events per per_ms milliseconds ("10/s" is 10 per 1000). */
+struct cfg_rate {
+	uint64_t count;  /* events, >= 1 */
+	uint64_t per_ms; /* window, milliseconds: 1000 (/s), 60000 (/m), 3600000 (/h), 86400000 (/d) */
+};
+
+/* tiers[]: what an API key of this tier may do unless the key overrides it. */
+struct cfg_tier {
+	char *name;             /* unique; keys name it */
+	struct cfg_rate rate;   /* sustained rate; count 0 = no rate limit */
+	uint64_t burst;         /* requests admitted at once (default: rate.count) */
+	uint64_t quota_day;     /* requests per UTC day; 0 = none */
+	uint64_t quota_month;   /* requests per UTC calendar month; 0 = none */
+	unsigned line;
+};
+
+/* routes[].auth.type */
+enum cfg_auth_type {
+	CFG_AUTH_NONE,    /* no auth: key omitted */
+	CFG_AUTH_API_KEY, /* "api_key": a key of the key store (agent/keys.h) */
+	CFG_AUTH_JWT,     /* "jwt": a signed token (agent/jwt.h); settings in jwt */
+};
+
+/* Where the credential is read from. */
+enum cfg_cred_source {
+	CFG_CRED_HEADER, /* header: NAME (default X-API-Key) */
+	CFG_CRED_BEARER, /* header: "Authorization: Bearer" */
+	CFG_CRED_QUERY,  /* query: NAME */
+};
+
+struct cfg_jwt; /* defined by agent/jwt.h */
+
+/* routes[].auth */
+struct cfg_auth {
+	enum cfg_auth_type type;
+	enum cfg_cred_source source;
+	char *name;            /* header or query parameter name (NULL for bearer) */
+	char *hdr_key_id;      /* upstream_headers.key_id: header carrying the key id upstream, or NULL */
+	char *hdr_tier;        /* upstream_headers.tier: header carrying the tier upstream, or NULL */
+	struct cfg_jwt *jwt;   /* type jwt: its settings (owned and freed by jwt.c), else NULL */
+	unsigned line;
+};
+
+/* routes[].limits[].key: what one bucket belongs to. */
+enum cfg_limit_key {
+	CFG_LIMIT_IP,        /* "ip": the client address (IPv6 grouped by ipv6_prefix) */
+	CFG_LIMIT_API_KEY,   /* "api_key": the authenticated key id */
+	CFG_LIMIT_HEADER,    /* "header:NAME": the header's value (absent: one shared bucket) */
+	CFG_LIMIT_JWT_CLAIM, /* "jwt_claim:NAME": a claim of the validated token */
+};
+
+/* routes[].limits[]: one GCRA limit; a request must pass all of a route's limits. */
+struct cfg_rate_limit {
+	enum cfg_limit_key key;
+	char *name;            /* header or claim name, else NULL */
+	struct cfg_rate rate;
+	uint64_t burst;        /* default: rate.count */
+	uint32_t v6_prefix;    /* ip: IPv6 bits that form one bucket (default 64) */
+	unsigned line;
+};
+
 struct cfg_route {
 	char *name;              /* unique; logged; default "route<N>" (1-based) */
 	unsigned line;
@@ -101,6 +226,11 @@ struct cfg_route {
 	char *host_rewrite;      /* Host sent upstream; NULL = preserve the client's */
 	uint64_t max_body;       /* request body limit in bytes (413); 0 = unlimited */
 	struct cfg_timeouts timeouts; /* route values, defaulted from the top-level ones */
+	struct cfg_tracing tracing;   /* route values, defaulted from the top-level ones */
+	struct cfg_auth auth;         /* who may call it; type CFG_AUTH_NONE when unset */
+	struct cfg_rate_limit *rate_limits; /* limits: all must pass (429) */
+	unsigned nrate_limits;
+	bool rate_limit_headers;      /* RateLimit-* on successful responses too */
 };
 
 struct cfg_limits {
@@ -155,6 +285,36 @@ struct cfg_guard {
 
 #define CFG_DEFAULT_STATE_DIR "/var/lib/openclaw"
 
+/* ---- observability (docs/metrics.md, docs/logging.md) ---- */
+
+#define CFG_MAX_BUCKETS 24 /* histogram buckets at most, +Inf excluded */
+
+/* access_log.format */
+enum cfg_log_format {
+	CFG_LOG_JSON,     /* "json": one JSON object per line (default) */
+	CFG_LOG_COMBINED, /* "combined": Apache/nginx combined log format */
+	CFG_LOG_TEMPLATE, /* "template": access_log.template with $variables */
+};
+
+struct cfg_access_log {
+	enum cfg_log_format format;
+	char *template;         /* for CFG_LOG_TEMPLATE */
+	bool query;             /* log the query string (off: it often carries tokens) */
+	bool sensitive_headers; /* allow $http_authorization/$http_cookie... in templates */
+};
+
+/* admin: the metrics and health listener; off when absent. */
+struct cfg_admin {
+	bool enabled;
+	struct net_addr addr;        /* default 127.0.0.1:9901 */
+	char *token_file;            /* bearer token file (mode 0600 or stricter), or NULL */
+	uint64_t request_buckets_us[CFG_MAX_BUCKETS];  /* request_duration_seconds bounds, ascending */
+	unsigned nrequest_buckets;
+	uint64_t upstream_buckets_us[CFG_MAX_BUCKETS]; /* upstream_response_seconds bounds */
+	unsigned nupstream_buckets;
+	unsigned line;
+};
+
 struct config {
 	char *path;                   /* file it was loaded from */
 	unsigned workers;             /* worker threads; 0 = one per CPU */
@@ -175,6 +335,11 @@ struct config {
 	char *control_group;          /* control.group: group allowed besides root, or NULL */
 	char *state_dir;              /* persistent state (guard.json, ...); never NULL after a load */
 	struct cfg_guard guard;       /* packet guard */
+	struct cfg_tier *tiers;       /* API key tiers (docs/api-keys.md) */
+	unsigned ntiers;
+	struct cfg_access_log access_log_opts; /* access_log format and what it may contain */
+	struct cfg_tracing tracing;   /* request id and trace context defaults */
+	struct cfg_admin admin;       /* metrics and health listener */
 };
 
 /*
@@ -196,5 +361,6 @@ void config_free(struct config *cfg);
 /* Looks up by name; -1 when absent. */
 int config_upstream_index(const struct config *cfg, const char *name);
 int config_listener_index(const struct config *cfg, const char *name);
+int config_tier_index(const struct config *cfg, const char *name);
 
 #endif

@@ -85,6 +85,19 @@ static bool fw_name_is(const struct http1_header *h, const char *name)
 	return name[i] == '\0';
 }
 
+/* fw_name_is for a name from config (any case). */
+static bool fw_name_is_ci(const struct http1_header *h, const char *name)
+{
+	char low[80];
+	size_t n = strlen(name);
+
+	if (n >= sizeof(low))
+		return false;
+	for (size_t i = 0; i <= n; i++)
+		low[i] = (char)fw_lower((unsigned char)name[i]);
+	return fw_name_is(h, low);
+}
+
 /* True when a "Connection" field of hdrs names h (RFC 9110 §7.6.1). */
 static bool fw_named_by_connection(const struct http1_header *hdrs, uint32_t n,
 				   const struct http1_header *h)
@@ -201,6 +214,28 @@ static void fw_forwarded_value(struct fw_out *o, const char *v, size_t n)
 	fw_put(o, "\"", 1);
 }
 
+/* True when one of the "Name: value\r\n" lines names h. */
+static bool fw_named_in_lines(const struct http1_header *h, const char *lines)
+{
+	for (const char *p = lines; *p;) {
+		const char *colon = strchr(p, ':'), *eol = strstr(p, "\r\n");
+
+		if (!colon || !eol)
+			return false;
+		if (colon < eol && (size_t)(colon - p) == h->name_len) {
+			uint32_t i;
+
+			for (i = 0; i < h->name_len; i++)
+				if (fw_lower((unsigned char)h->name[i]) != fw_lower((unsigned char)p[i]))
+					break;
+			if (i == h->name_len)
+				return true;
+		}
+		p = eol + 2;
+	}
+	return false;
+}
+
 /* Headers not passed on as received: hop-by-hop, framing, and those the proxy sets itself. */
 static bool fw_request_drops(const struct http1_header *h, const struct http1_request *req,
 			     const struct forward_ctx *ctx)
@@ -213,9 +248,45 @@ static bool fw_request_drops(const struct http1_header *h, const struct http1_re
 		return !ctx->client_trusted || !http1_casecmp_eq(h->name, h->name_len, "x-forwarded-proto");
 	if (fw_name_is(h, "x-forwarded-host"))
 		return !ctx->client_trusted || !http1_casecmp_eq(h->name, h->name_len, "x-forwarded-host");
+	if (ctx->request_id &&
+	    fw_name_is_ci(h, ctx->request_id_header ? ctx->request_id_header : "x-request-id"))
+		return true;
 	if (fw_name_is(h, "x-request-id"))
-		return ctx->request_id != NULL;
+		return ctx->request_id != NULL && !ctx->request_id_header;
+	if (ctx->strip_header && fw_name_is_ci(h, ctx->strip_header))
+		return true;
+	/* A client must not supply the identity headers the gate vouches for. */
+	if (ctx->extra_headers && fw_named_in_lines(h, ctx->extra_headers))
+		return true;
+	if (fw_name_is(h, "traceparent"))
+		return ctx->traceparent != NULL;
+	if (fw_name_is(h, "tracestate"))
+		return ctx->drop_tracestate;
 	return fw_named_by_connection(req->headers, req->nheaders, h);
+}
+
+/* Appends "?query" minus every "name=..." (or bare "name") parameter; no '?' when nothing is left. */
+static void fw_query_without(struct fw_out *o, const char *q, size_t qlen, const char *name)
+{
+	const char *p = q, *end = q + qlen;
+	size_t nlen = strlen(name);
+	bool first = true;
+
+	while (p <= end) {
+		const char *amp = memchr(p, '&', (size_t)(end - p));
+		const char *stop = amp ? amp : end;
+		size_t plen = (size_t)(stop - p);
+		bool drop = plen >= nlen && !memcmp(p, name, nlen) && (plen == nlen || p[nlen] == '=');
+
+		if (!drop && plen) {
+			fw_put(o, first ? "?" : "&", 1);
+			fw_put(o, p, plen);
+			first = false;
+		}
+		if (!amp)
+			break;
+		p = amp + 1;
+	}
 }
 
 ssize_t forward_request_head(char *out, size_t cap, const struct http1_request *req,
@@ -230,7 +301,8 @@ ssize_t forward_request_head(char *out, size_t cap, const struct http1_request *
 	bool v6, absolute;
 	uint32_t i;
 
-	if (!fw_safe_value(ctx->host_rewrite) || !fw_safe_value(ctx->request_id))
+	if (!fw_safe_value(ctx->host_rewrite) || !fw_safe_value(ctx->request_id) ||
+	    !fw_safe_value(ctx->request_id_header) || !fw_safe_value(ctx->traceparent))
 		return -EINVAL;
 	if (ctx->client_ip && strlen(ctx->client_ip) < sizeof(ip)) {
 		/* The connection formatted it once; inet_ntop per request showed in profiles. */
@@ -244,7 +316,11 @@ ssize_t forward_request_head(char *out, size_t cap, const struct http1_request *
 	fw_put(&o, req->method, req->method_len);
 	fw_put(&o, " ", 1);
 	absolute = req->target[0] != '/' && req->target[0] != '*';
-	if (absolute) {
+	if (ctx->strip_query && req->query) {
+		/* The credential's parameter is cut out; the rest keeps its order and bytes. */
+		fw_put(&o, req->path, req->path_len);
+		fw_query_without(&o, req->query, req->query_len, ctx->strip_query);
+	} else if (absolute) {
 		/* Origin servers need only accept absolute-form from proxies; send origin-form. */
 		fw_put(&o, req->path, req->path_len);
 		if (req->query) {
@@ -313,8 +389,15 @@ ssize_t forward_request_head(char *out, size_t cap, const struct http1_request *
 	}
 	fw_put(&o, "\r\n", 2);
 
-	if (ctx->request_id)
-		fw_header(&o, "X-Request-ID", 12, ctx->request_id, strlen(ctx->request_id));
+	if (ctx->request_id) {
+		const char *rn = ctx->request_id_header ? ctx->request_id_header : "X-Request-ID";
+
+		fw_header(&o, rn, strlen(rn), ctx->request_id, strlen(ctx->request_id));
+	}
+	if (ctx->traceparent)
+		fw_header(&o, "traceparent", 11, ctx->traceparent, strlen(ctx->traceparent));
+	if (ctx->extra_headers)
+		fw_puts(&o, ctx->extra_headers);
 	/* We never hold a 1.0 upstream connection open: it has no reliable keep-alive. */
 	if (!ctx->upstream_keep_alive || !req->version_minor)
 		fw_puts(&o, "Connection: close\r\n");
@@ -391,6 +474,24 @@ ssize_t forward_response_head(char *out, size_t cap, const struct http1_response
 		fw_puts(&o, "Connection: keep-alive\r\n");
 	fw_put(&o, "\r\n", 2);
 	return fw_result(&o);
+}
+
+ssize_t forward_head_append(char *out, size_t cap, size_t len, const char *lines)
+{
+	size_t n = lines ? strlen(lines) : 0;
+
+	if (len < 4 || memcmp(out + len - 4, "\r\n\r\n", 4))
+		return -EINVAL;
+	if (!n)
+		return (ssize_t)len;
+	if (n < 2 || memcmp(lines + n - 2, "\r\n", 2) || !memchr(lines, ':', n))
+		return -EINVAL;
+	if (n > cap - len)
+		return -ENOSPC;
+	/* The blank line moves behind the new fields. */
+	memcpy(out + len - 2, lines, n);
+	memcpy(out + len - 2 + n, "\r\n", 2);
+	return (ssize_t)(len + n);
 }
 
 ssize_t forward_local_response(char *out, size_t cap, int status, const char *content_type,

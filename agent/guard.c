@@ -1673,6 +1673,35 @@ static int cmd_guard_status(void *ctx, const struct control_req *req, struct jso
 	return 0;
 }
 
+int guard_read_counters(struct guard *g, struct guard_stat *out, uint64_t *bans)
+{
+	int ncpu = libbpf_num_possible_cpus(), fd;
+	struct guard_stat *per;
+
+	if (!g)
+		return -ENODEV;
+	if (ncpu <= 0)
+		return ncpu ? ncpu : -EINVAL;
+	per = calloc((size_t)ncpu, sizeof(*per));
+	if (!per)
+		return -ENOMEM;
+	memset(out, 0, GUARD_R_MAX * sizeof(*out));
+	fd = bpf_map__fd(g->skel->maps.guard_stats);
+	for (uint32_t r = 0; r < GUARD_R_MAX; r++) {
+		if (bpf_map_lookup_elem(fd, &r, per))
+			continue;
+		for (int c = 0; c < ncpu; c++) {
+			out[r].packets += per[c].packets;
+			out[r].bytes += per[c].bytes;
+		}
+	}
+	free(per);
+	pthread_mutex_lock(&g->lock);
+	*bans = g->bans;
+	pthread_mutex_unlock(&g->lock);
+	return 0;
+}
+
 static int cmd_guard_stats(void *ctx, const struct control_req *req, struct jsonw *w, char *err,
 			   size_t errlen)
 {

@@ -58,6 +58,14 @@ void guard_report(struct guard *g, unsigned worker, const struct sockaddr *peer,
  */
 int guard_register_commands(struct guard *g, struct control *c);
 
+/*
+ * Sums the per-CPU guard_stats map into out[GUARD_R_MAX] (packets and bytes
+ * per verdict reason, all interfaces) and the auto-ban count into *bans.
+ * For metrics: any thread, no side effect. Returns 0, or -ENODEV when g is
+ * NULL, or a negative errno.
+ */
+int guard_read_counters(struct guard *g, struct guard_stat *out, uint64_t *bans);
+
 /* ---- auto-ban counters (the guard thread's; exposed for tests) ---- */
 
 struct guard_ban_src;

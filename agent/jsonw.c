@@ -78,6 +78,13 @@ void jsonw_obj_begin(struct jsonw *w)
 	w->need_comma = false;
 }
 
+void jsonw_obj_begin_key(struct jsonw *w, const char *key)
+{
+	member(w, key);
+	putc_(w, '{');
+	w->need_comma = false;
+}
+
 void jsonw_obj_end(struct jsonw *w)
 {
 	putc_(w, '}');

@@ -16,6 +16,8 @@ struct jsonw {
 
 void jsonw_init(struct jsonw *w, char *buf, size_t cap);
 void jsonw_obj_begin(struct jsonw *w);
+/* An object as a member: "key":{ (key may be NULL inside arrays). */
+void jsonw_obj_begin_key(struct jsonw *w, const char *key);
 void jsonw_obj_end(struct jsonw *w);
 void jsonw_arr_begin(struct jsonw *w, const char *key);
 void jsonw_arr_end(struct jsonw *w);

@@ -98,6 +98,8 @@ int lb_pool_init(struct lb_pool *p, const struct cfg_upstream *cfg)
 		atomic_init(&s->ewma_at_ns, 0);
 		atomic_init(&s->down, false);
 		s->weight = cfg->servers[i].weight;
+		s->backup = cfg->servers[i].backup;
+		p->nbackup += s->backup;
 	}
 	p->cfg = cfg;
 	p->nservers = cfg->nservers;
@@ -165,9 +167,22 @@ int lb_pick(struct lb_pool *p, struct lb_local *l, uint64_t hash, const uint32_t
 		return -1;
 	if (!exclude)
 		nexclude = 0;
+	/*
+	 * Backups stand in only when no primary can take the request (down,
+	 * ejected, draining or already tried): a cheap scan, done only for pools
+	 * that have backups.
+	 */
+	l->backup_tier = false;
+	if (p->nbackup) {
+		bool primary = false;
+
+		for (unsigned i = 0; i < p->nservers && !primary; i++)
+			primary = lb_usable(p, l, i, exclude, nexclude);
+		l->backup_tier = !primary;
+	}
 	idx = p->ops->pick(p, l, hash, exclude, nexclude, now_ns);
 	/* Every algorithm already skips unusable servers; this keeps the promise if one slips. */
-	if (idx < 0 || (unsigned)idx >= p->nservers || !lb_usable(p, (unsigned)idx, exclude, nexclude))
+	if (idx < 0 || (unsigned)idx >= p->nservers || !lb_usable(p, l, (unsigned)idx, exclude, nexclude))
 		return -1;
 	return idx;
 }
@@ -177,6 +192,16 @@ void lb_begin(struct lb_pool *p, int idx)
 	if (!p || idx < 0 || (unsigned)idx >= p->nservers)
 		return;
 	atomic_fetch_add_explicit(&p->servers[idx].active, 1, memory_order_relaxed);
+}
+
+/* Decrement that stops at zero: an unpaired release must not wrap and block a breaker forever. */
+void lb_counter_dec(_Atomic uint32_t *a)
+{
+	uint32_t cur = atomic_load_explicit(a, memory_order_relaxed);
+
+	while (cur && !atomic_compare_exchange_weak_explicit(a, &cur, cur - 1, memory_order_relaxed,
+							     memory_order_relaxed))
+		;
 }
 
 void lb_end(struct lb_pool *p, int idx, uint64_t latency_ns, uint64_t now_ns)

@@ -10,19 +10,44 @@
 #include "config.h"
 #include "http1.h"
 
+/* Picks work on weights scaled by this, so slow start can hand out a tenth of weight 1. */
+#define LB_WEIGHT_SCALE 100
+
+/* Circuit breaker kinds, as counted in lb_server.trips and lb_pool.trips (see breaker.h). */
+enum lb_trip { LB_TRIP_CONNECTIONS, LB_TRIP_PENDING, LB_TRIP_REQUESTS, LB_TRIP_N };
+
+/* Why a server was ejected by passive outlier detection (health.c). */
+enum lb_eject_reason { LB_EJECT_NONE, LB_EJECT_CONNECT, LB_EJECT_5XX, LB_EJECT_TIMEOUT };
+
 /* Live state of one server, shared by every worker (relaxed atomics, no locks). */
 struct lb_server {
 	_Atomic uint32_t active;      /* requests in flight on this server, all workers */
 	_Atomic uint64_t ewma_ns;     /* peak-EWMA of response time, ns (0 = no sample yet) */
 	_Atomic uint64_t ewma_at_ns;  /* monotonic time of the last EWMA update, ns */
-	_Atomic bool down;            /* taken out (health checks; connect failures) */
+	_Atomic bool down;            /* taken out by active health checks (health.c) */
 	uint32_t weight;              /* configured weight */
+	bool backup;                  /* configured backup: used only when no primary is usable */
+	_Atomic bool ejected;         /* taken out by passive outlier detection (health.c) */
+	_Atomic bool draining;        /* operator drain: no new requests, in-flight ones finish */
+	_Atomic uint32_t eff_weight;  /* weight picks use, × LB_WEIGHT_SCALE; 0 = weight × scale */
+	_Atomic uint32_t weight_rt;   /* runtime weight (backends.weight); 0 = the configured one */
+	_Atomic uint64_t ramp_start_ns; /* slow start began (monotonic ns); 0 = not ramping */
+	_Atomic uint32_t conns;       /* open backend connections, all workers (breakers) */
+	_Atomic uint32_t pending;     /* connects in progress to this server now (breakers) */
+	_Atomic uint32_t admitted;    /* requests holding this server (only with limits.max_requests) */
+	_Atomic uint32_t fails;       /* consecutive passive failures from live traffic */
+	_Atomic uint32_t ejections;   /* passive ejections so far: the n-th lasts n × base */
+	_Atomic uint64_t ejected_until_ns; /* end of the current ejection, monotonic ns */
+	_Atomic uint64_t ejected_at_ns;    /* start of the current/last ejection, monotonic ns */
+	_Atomic int eject_reason;     /* enum lb_eject_reason of the current/last ejection */
+	_Atomic uint64_t trips[LB_TRIP_N]; /* requests refused by this server's breaker */
 };
 
 struct lb_pool;
 
 /* Per-worker, per-pool scratch state: never shared, so no atomics. */
 struct lb_local {
+	bool backup_tier;   /* this pick chooses among backup servers (set by lb_pick) */
 	uint32_t rr_next;   /* round-robin cursor */
 	int64_t *swrr_cur;  /* smooth WRR current weights, nservers long */
 	uint64_t rng;       /* xorshift state for power-of-two choices */
@@ -43,6 +68,12 @@ struct lb_pool {
 	unsigned nservers;
 	const struct lb_ops *ops;
 	void *data;                /* algorithm's immutable shared data (e.g. hash ring) */
+	unsigned nbackup;          /* servers with backup set */
+	_Atomic uint32_t nejected; /* servers ejected now (max_ejected_percent) */
+	_Atomic uint32_t admitted; /* requests admitted, counted only with limits.max_requests */
+	_Atomic uint32_t conns;    /* open connections, counted only with limits.max_connections */
+	_Atomic uint32_t pending;  /* connects in progress, counted only with limits.max_pending */
+	_Atomic uint64_t trips[LB_TRIP_N]; /* requests refused by the pool's breaker */
 };
 
 int lb_pool_init(struct lb_pool *p, const struct cfg_upstream *cfg);
@@ -59,8 +90,9 @@ uint64_t lb_request_hash(const struct lb_pool *p, const struct http1_request *re
 			 const struct sockaddr *client);
 
 /*
- * Picks a server index, skipping servers that are down and those listed in
- * exclude (already tried for this request). Returns -1 when none is left.
+ * Picks a server index, skipping servers that are down, ejected or draining
+ * and those listed in exclude (already tried for this request). Backup
+ * servers are picked only when no primary is left. Returns -1 when none is.
  */
 int lb_pick(struct lb_pool *p, struct lb_local *l, uint64_t hash, const uint32_t *exclude,
 	    unsigned nexclude, uint64_t now_ns);
@@ -72,5 +104,16 @@ int lb_pick(struct lb_pool *p, struct lb_local *l, uint64_t hash, const uint32_t
  */
 void lb_begin(struct lb_pool *p, int idx);
 void lb_end(struct lb_pool *p, int idx, uint64_t latency_ns, uint64_t now_ns);
+
+/* Decrements a shared counter, saturating at zero. */
+void lb_counter_dec(_Atomic uint32_t *a);
+
+/* May server s take new requests at all (not down, ejected or draining)? */
+static inline bool lb_server_ok(const struct lb_server *s)
+{
+	return !atomic_load_explicit(&s->down, memory_order_relaxed) &&
+	       !atomic_load_explicit(&s->ejected, memory_order_relaxed) &&
+	       !atomic_load_explicit(&s->draining, memory_order_relaxed);
+}
 
 #endif

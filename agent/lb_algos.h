@@ -25,17 +25,33 @@ uint64_t lb_hash64(const void *data, size_t len, uint64_t seed);
  */
 void lb_ewma_observe(struct lb_pool *p, unsigned i, uint64_t latency_ns, uint64_t now_ns);
 
-/* Weight as the algorithms use it: a zero weight would divide by zero, so it counts as 1. */
-static inline uint32_t lb_weight(const struct lb_server *s)
+/* Configured weight (immutable; hash rings are built on it): zero would divide by zero, so 1. */
+static inline uint32_t lb_base_weight(const struct lb_server *s)
 {
 	return s->weight ? s->weight : 1;
 }
 
-/* May server i take this request: not marked down and not already tried? */
-static inline bool lb_usable(const struct lb_pool *p, unsigned i, const uint32_t *exclude,
-			     unsigned nexclude)
+/*
+ * Weight as the picking algorithms use it, × LB_WEIGHT_SCALE: the configured
+ * one, or the runtime override, scaled down while a slow start ramps (health.c
+ * keeps eff_weight current). Never 0.
+ */
+static inline uint32_t lb_weight(const struct lb_server *s)
 {
-	if (atomic_load_explicit(&p->servers[i].down, memory_order_relaxed))
+	uint32_t e = atomic_load_explicit(&s->eff_weight, memory_order_relaxed);
+
+	return e ? e : lb_base_weight(s) * LB_WEIGHT_SCALE;
+}
+
+/*
+ * May server i take this request: up, not ejected or draining, in the tier
+ * this pick is for (primaries, or backups when lb_pick found no primary),
+ * and not already tried?
+ */
+static inline bool lb_usable(const struct lb_pool *p, const struct lb_local *l, unsigned i,
+			     const uint32_t *exclude, unsigned nexclude)
+{
+	if (!lb_server_ok(&p->servers[i]) || p->servers[i].backup != l->backup_tier)
 		return false;
 	for (unsigned k = 0; k < nexclude; k++)
 		if (exclude[k] == i)

@@ -85,14 +85,14 @@ static int lb_p2c_draw(struct lb_pool *p, struct lb_local *l, const uint32_t *ex
 	for (int t = 0; t < LB_P2C_TRIES; t++) {
 		unsigned i = lb_rand_below(l, n);
 
-		if ((int)i != avoid && lb_usable(p, i, exclude, nexclude))
+		if ((int)i != avoid && lb_usable(p, l, i, exclude, nexclude))
 			return (int)i;
 	}
 	start = lb_rand_below(l, n);
 	for (unsigned k = 0; k < n; k++) {
 		unsigned i = (start + k) % n;
 
-		if ((int)i != avoid && lb_usable(p, i, exclude, nexclude))
+		if ((int)i != avoid && lb_usable(p, l, i, exclude, nexclude))
 			return (int)i;
 	}
 	return -1;

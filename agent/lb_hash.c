@@ -70,7 +70,7 @@ static int lb_ring_init(struct lb_pool *p)
 	size_t per, k = 0;
 
 	for (unsigned i = 0; i < p->nservers; i++)
-		wsum += lb_weight(&p->servers[i]);
+		wsum += lb_base_weight(&p->servers[i]);
 	per = LB_RING_POINTS_PER_WEIGHT;
 	if (wsum * per > LB_RING_MAX_POINTS)
 		per = LB_RING_MAX_POINTS / wsum ? LB_RING_MAX_POINTS / wsum : 1;
@@ -85,7 +85,7 @@ static int lb_ring_init(struct lb_pool *p)
 	}
 
 	for (unsigned i = 0; i < p->nservers; i++) {
-		size_t npts = per * lb_weight(&p->servers[i]);
+		size_t npts = per * lb_base_weight(&p->servers[i]);
 		uint64_t id = lb_ring_identity(&p->cfg->servers[i], i);
 		uint64_t dup = 0;
 
@@ -144,7 +144,7 @@ static int lb_ring_pick(struct lb_pool *p, struct lb_local *l, uint64_t hash,
 
 		if (s == bad)
 			continue;
-		if (lb_usable(p, s, exclude, nexclude))
+		if (lb_usable(p, l, s, exclude, nexclude))
 			return (int)s;
 		bad = s;
 	}

@@ -29,7 +29,7 @@ static int lb_lc_pick(struct lb_pool *p, struct lb_local *l, uint64_t hash,
 		unsigned i = (start + k) % n;
 		uint32_t a, w;
 
-		if (!lb_usable(p, i, exclude, nexclude))
+		if (!lb_usable(p, l, i, exclude, nexclude))
 			continue;
 		a = lb_active(p, i);
 		w = lb_weight(&p->servers[i]);
@@ -46,7 +46,7 @@ static int lb_lc_pick(struct lb_pool *p, struct lb_local *l, uint64_t hash,
 		unsigned i = (start + k) % n;
 		uint32_t a, w;
 
-		if (!lb_usable(p, i, exclude, nexclude))
+		if (!lb_usable(p, l, i, exclude, nexclude))
 			continue;
 		a = lb_active(p, i);
 		w = lb_weight(&p->servers[i]);

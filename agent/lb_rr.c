@@ -11,7 +11,7 @@ static int lb_rr_pick(struct lb_pool *p, struct lb_local *l, uint64_t hash,
 	for (unsigned k = 0; k < n; k++) {
 		unsigned i = (start + k) % n;
 
-		if (!lb_usable(p, i, exclude, nexclude))
+		if (!lb_usable(p, l, i, exclude, nexclude))
 			continue;
 		l->rr_next = (i + 1) % n;
 		return (int)i;
@@ -35,7 +35,7 @@ static int lb_swrr_pick(struct lb_pool *p, struct lb_local *l, uint64_t hash,
 	int best = -1;
 
 	for (unsigned i = 0; i < p->nservers; i++) {
-		if (!lb_usable(p, i, exclude, nexclude))
+		if (!lb_usable(p, l, i, exclude, nexclude))
 			continue;
 		cur[i] += lb_weight(&p->servers[i]);
 		total += lb_weight(&p->servers[i]);

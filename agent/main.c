@@ -12,11 +12,15 @@
 #include <unistd.h>
 
 #include "accesslog.h"
+#include "admin.h"
 #include "agent.h"
 #include "config.h"
 #include "control.h"
+#include "gate.h"
 #include "guard.h"
+#include "health.h"
 #include "log.h"
+#include "metrics.h"
 #include "worker.h"
 
 static void usage(FILE *f)
@@ -87,6 +91,8 @@ int main(int argc, char **argv)
 	const char *path = CFG_DEFAULT_PATH;
 	bool check = false, detach_guard = false;
 	struct guard *guard = NULL;
+	struct health *health = NULL;
+	struct gate *gate = NULL;
 	struct config *cfg;
 	struct snapshot *snap;
 	struct alog *alog = NULL;
@@ -163,6 +169,7 @@ int main(int argc, char **argv)
 	sigaddset(&sigs, SIGINT);
 	sigaddset(&sigs, SIGHUP);
 	sigaddset(&sigs, SIGQUIT);
+	sigaddset(&sigs, SIGUSR1);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	raise_nofile();
@@ -177,6 +184,13 @@ int main(int argc, char **argv)
 			config_free(cfg);
 			return 1;
 		}
+		struct alog_opts ao = {
+			.format = cfg->access_log_opts.format,
+			.template = cfg->access_log_opts.template,
+			.query = cfg->access_log_opts.query,
+		};
+
+		alog_set_opts(alog, &ao);
 	}
 	rc = snapshot_create(cfg, &snap);
 	if (rc) {
@@ -191,8 +205,19 @@ int main(int argc, char **argv)
 		.loaded_at = time(NULL),
 		.snap = snap,
 		.workers = &ws,
+		.alog = alog,
+		.scrape_lock = PTHREAD_MUTEX_INITIALIZER,
 	};
 	struct control *ctl = NULL;
+	struct admin *admin = NULL;
+	struct metrics *metrics = NULL;
+
+	rc = metrics_create(&metrics, cfg, nworkers);
+	if (rc) {
+		log_err("start-up: metrics: %s", strerror(-rc));
+		goto fail_early;
+	}
+	agent.metrics = ws.metrics = metrics;
 
 	/* The control socket first: it also tells us whether another clawd is running. */
 	if (cfg->control_socket) {
@@ -214,6 +239,8 @@ int main(int argc, char **argv)
 			goto fail_early;
 		}
 		status_register(ctl, &agent);
+		if ((rc = metrics_register_commands(ctl, &agent)))
+			log_warn("control: stats command: %s", strerror(-rc));
 	}
 	rc = guard_start(&guard, snap->cfg, nworkers, err, sizeof(err));
 	if (rc) {
@@ -223,16 +250,49 @@ int main(int argc, char **argv)
 	}
 	if (ctl && (rc = guard_register_commands(guard, ctl)))
 		log_warn("control: guard commands: %s", strerror(-rc));
+	/* Health checks, ejection timers and slow start; traffic still flows if it cannot start. */
+	if ((rc = health_start(&health, snap, err, sizeof(err))))
+		log_err("%s: health checks are off", err);
+	else if (ctl && (rc = health_register_commands(health, ctl)))
+		log_warn("control: backends commands: %s", strerror(-rc));
+	/* API keys and limits: the key store is refused here when its file is too open. */
+	rc = gate_start(&gate, snap->cfg, nworkers, err, sizeof(err));
+	if (rc) {
+		log_err("%s", err);
+		control_close(ctl);
+		guard_stop(guard);
+		goto fail_early;
+	}
+	if (ctl && (rc = gate_register_commands(gate, ctl)))
+		log_warn("control: key commands: %s", strerror(-rc));
 	rc = workers_start(&ws, snap, nworkers, alog);
 	if (rc) {
 		log_err("start-up failed: %s", strerror(-rc));
 		control_close(ctl);
 		guard_stop(guard);
+		gate_stop(gate);
 		goto fail_early;
 	}
 	/* Workers only report to the guard; a release store pairs with their first load. */
 	for (unsigned i = 0; i < ws.n; i++)
 		__atomic_store_n(&ws.workers[i].guard, guard, __ATOMIC_RELEASE);
+	/* Until this store a worker answers 503 on routes with auth or limits (fail closed). */
+	for (unsigned i = 0; i < ws.n; i++)
+		__atomic_store_n(&ws.workers[i].gate, gate, __ATOMIC_RELEASE);
+	agent.guard = guard;
+	atomic_store(&agent.state, AGENT_RUNNING);
+	if ((rc = admin_start(&admin, &cfg->admin, &agent, err, sizeof(err)))) {
+		log_err("%s", err);
+		atomic_store(&agent.state, AGENT_DRAINING);
+		control_close(ctl);
+		workers_stop(&ws);
+		guard_stop(guard);
+		gate_stop(gate);
+		metrics_free(metrics);
+		snapshot_put(snap);
+		alog_close(alog);
+		return 1;
+	}
 	if (ctl && (rc = control_start(ctl))) {
 		log_err("control socket: %s", strerror(-rc));
 		control_close(ctl);
@@ -254,6 +314,12 @@ int main(int argc, char **argv)
 
 		if (sigwait(&sigs, &sig))
 			continue;
+		if (sig == SIGUSR1) {
+			/* logrotate renamed the file: the writer reopens the path, no line is lost. */
+			log_notice("SIGUSR1: reopening the access log");
+			alog_reopen(alog);
+			continue;
+		}
 		if (sig == SIGHUP) {
 			log_warn("SIGHUP: live reload is not available in this version; "
 				 "restart clawd to apply a new configuration");
@@ -265,17 +331,29 @@ int main(int argc, char **argv)
 	}
 	if (cfg->pid_file)
 		unlink(cfg->pid_file);
+	/* /readyz answers 503 from here on, so balancers stop sending before the listeners close. */
+	atomic_store(&agent.state, AGENT_DRAINING);
+	/* A scrape that started before the store ends before the workers go; later ones skip them. */
+	pthread_mutex_lock(&agent.scrape_lock);
+	pthread_mutex_unlock(&agent.scrape_lock);
 	/* The control thread reads worker state: it stops first. */
 	control_close(ctl);
+	health_stop(health);
 	workers_stop(&ws);
+	/* The admin listener reads worker state too, and reports the drain while it runs. */
+	admin_stop(admin);
+	/* Workers are gone: the last quota counters and last-used times go to the store. */
+	gate_stop(gate);
 	/* Last: it keeps its pins, so the interfaces stay guarded after we exit. */
 	guard_stop(guard);
 	log_notice("stopped");
+	metrics_free(metrics);
 	snapshot_put(snap);
 	alog_close(alog);
 	return 0;
 
 fail_early:
+	metrics_free(metrics);
 	snapshot_put(snap);
 	alog_close(alog);
 	return 1;

@@ -11,11 +11,16 @@
 #include <unistd.h>
 
 #include "accesslog.h"
+#include "breaker.h"
 #include "forward.h"
+#include "gate.h"
 #include "guard.h"
+#include "health.h"
 #include "log.h"
+#include "metrics.h"
 #include "netaddr.h"
 #include "route.h"
+#include "trace.h"
 #include "worker.h"
 
 #define CLIENT_BUF_MIN (16 * 1024)  /* first client buffer; grows for big heads */
@@ -92,13 +97,24 @@ struct client {
 	bool resp_started;      /* a response byte has gone to the client */
 	bool replayable;        /* the whole request is still in our buffer */
 	bool lb_begun;
+	bool brk_pool;          /* holds a request slot of the pool's breaker (breaker.h) */
+	bool brk_srv;           /* holds a request slot of server brk_idx's breaker */
+	int brk_idx;
+	int brk_trip;           /* enum lb_trip of the last server breaker that refused */
+	unsigned nskipped;      /* servers passed over by their breaker in this exchange */
 	int status;
 	const char *error;
 	uint64_t t_start_ns, t_start_real_ns, t_sent_ns, t_resp_ns;
 	uint64_t bytes_in, bytes_out;
 	char request_id[40];
+	char trace_id[TRACE_ID_HEX + 1];      /* W3C trace id, "" when tracing is off */
+	char span_id[TRACE_SPAN_HEX + 1];     /* the proxy's span, the parent of the upstream hop */
+	char parent_span_id[TRACE_SPAN_HEX + 1]; /* the caller's span, "" when the trace starts here */
+	char traceparent[TRACE_PARENT_LEN + 1];  /* sent upstream */
+	bool drop_tracestate;   /* the incoming traceparent was invalid */
 	char errbody[64];       /* body of an error response while it is being sent */
 	char peer_ip[NET_ADDR_STRLEN]; /* peer address as text, for forwarded headers */
+	struct gate_verdict gv; /* admission of the current exchange (gate.h) */
 } __attribute__((aligned(16)));
 
 struct upconn {
@@ -356,6 +372,7 @@ static struct upconn *up_new(struct worker *w, int pool, int server)
 	u->server = server;
 	dlist_init(&u->node);
 	w->nupconns++;
+	breaker_conn_open(&w->snap->pools[pool], (unsigned)server);
 	return u;
 }
 
@@ -441,7 +458,7 @@ static void log_exchange(struct client *c)
 	/* Every answered exchange feeds the guard's auto-ban (repeated 4xx → XDP block). */
 	if (g && c->status)
 		guard_report(g, w->id, (struct sockaddr *)&c->peer, c->status);
-	if (!w->alog || (!c->have_req && !c->status))
+	if (!c->have_req && !c->status)
 		return;
 	e.start_realtime_ns = c->t_start_real_ns;
 	e.client = (struct sockaddr *)&c->peer;
@@ -450,6 +467,9 @@ static void log_exchange(struct client *c)
 		e.method_len = c->req.method_len;
 		e.path = c->req.path;
 		e.path_len = c->req.path_len;
+		e.query = c->req.query;
+		e.query_len = c->req.query_len;
+		e.req = &c->req;
 	}
 	e.status = c->status;
 	e.bytes_in = c->bytes_in;
@@ -461,11 +481,25 @@ static void log_exchange(struct client *c)
 	e.total_ns = w->now_ns - c->t_start_ns;
 	e.request_id = c->request_id[0] ? c->request_id : NULL;
 	e.error = c->error;
-	alog_write(w->alog, &e);
+	e.listener = cfg->listeners[c->listener].name;
+	if (c->trace_id[0]) {
+		e.trace_id = c->trace_id;
+		e.span_id = c->span_id;
+		e.parent_span_id = c->parent_span_id[0] ? c->parent_span_id : NULL;
+	}
+	metrics_record(w->metrics, &e, c->listener, c->route, c->pool, c->server);
+	if (w->alog)
+		alog_write(w->alog, &e);
 }
 
 static void lb_finish(struct client *c)
 {
+	/* Breaker slots are held from admission to the end of the exchange. */
+	if (c->brk_srv)
+		breaker_server_release(&c->w->snap->pools[c->pool], (unsigned)c->brk_idx);
+	if (c->brk_pool)
+		breaker_pool_release(&c->w->snap->pools[c->pool]);
+	c->brk_srv = c->brk_pool = false;
 	if (!c->lb_begun)
 		return;
 	struct lb_pool *p = &c->w->snap->pools[c->pool];
@@ -508,6 +542,8 @@ static void exchange_end(struct client *c, bool close_client)
 	c->bytes_in = c->bytes_out = 0;
 	c->t_sent_ns = c->t_resp_ns = 0;
 	c->request_id[0] = '\0';
+	c->trace_id[0] = c->span_id[0] = c->parent_span_id[0] = c->traceparent[0] = '\0';
+	c->drop_tracestate = false;
 	c->state = CS_HEAD;
 	c->req_deadline_ms = 0;
 	set_deadline(c, DL_IDLE, wcfg(w)->timeouts.idle_ms);
@@ -559,6 +595,30 @@ static void client_local_response(struct client *c, int status, const char *ctyp
 	set_deadline(c, DL_RESP_BODY, route_timeouts(c)->upstream_idle_ms);
 }
 
+/* Answers the gate's refusal (401/403/429) with its headers: WWW-Authenticate, Retry-After, RateLimit-*. */
+static void client_gate_deny(struct client *c)
+{
+	char *body = c->errbody;
+	int n = snprintf(body, sizeof(c->errbody), "%d %s\n", c->gv.status,
+			 http1_reason(c->gv.status));
+	ssize_t len;
+
+	c->error = c->gv.error;
+	c->status = c->gv.status;
+	/* A body we will not read would be parsed as the next request: close after. */
+	c->keep_alive = c->keep_alive && c->req_body_done && !c->w->draining;
+	len = forward_local_response(c->out, c->out_cap, c->status, "text/plain; charset=utf-8", body,
+				     n, c->keep_alive, true, c->gv.resp_headers);
+	if (len < 0) {
+		exchange_end(c, true);
+		return;
+	}
+	c->state = CS_LOCAL;
+	c->resp_started = true;
+	client_send_out(c, len, body, c->req.is_head ? 0 : (size_t)n);
+	set_deadline(c, DL_RESP_BODY, route_timeouts(c)->upstream_idle_ms);
+}
+
 static void client_fail(struct client *c, int status, const char *why)
 {
 	char *body = c->errbody;
@@ -585,42 +645,44 @@ static void client_fail(struct client *c, int status, const char *why)
 	client_local_response(c, status, "text/plain; charset=utf-8", body, n, false);
 }
 
+/* The request id and the trace context of this exchange, per the route's tracing (or the top level's). */
 static void make_request_id(struct client *c)
 {
+	const struct config *cfg = wcfg(c->w);
+	const struct cfg_tracing *t = c->route >= 0 ? &cfg->routes[c->route].tracing : &cfg->tracing;
 	const struct http1_header *h = http1_find_header(c->req.headers, c->req.nheaders,
-							 "X-Request-ID");
+							 t->request_id_header);
+	bool trust = t->request_id_trust == CFG_TRUST_ALWAYS ||
+		     (t->request_id_trust == CFG_TRUST_TRUSTED_PROXIES && c->trusted);
 
-	/* Keep a sane incoming id from a trusted peer so a trace spans proxies. */
-	if (h && c->trusted && h->value_len > 0 && h->value_len < sizeof(c->request_id)) {
-		bool ok = true;
-
-		for (uint32_t i = 0; i < h->value_len && ok; i++) {
-			char ch = h->value[i];
-
-			ok = (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') ||
-			     (ch >= 'A' && ch <= 'Z') || ch == '-' || ch == '_' || ch == '.';
-		}
-		if (ok) {
-			memcpy(c->request_id, h->value, h->value_len);
-			c->request_id[h->value_len] = '\0';
-			return;
-		}
+	/* Keep a sane incoming id from a peer we trust so a trace spans proxies. */
+	if (h && trust && trace_request_id_ok(h->value, h->value_len, sizeof(c->request_id) - 1)) {
+		memcpy(c->request_id, h->value, h->value_len);
+		c->request_id[h->value_len] = '\0';
+	} else {
+		/* 128 bits from the worker's xorshift: unique enough for correlation, never a secret. */
+		trace_random_hex(&c->w->rng, c->request_id, 32);
 	}
-	static const char hex[] = "0123456789abcdef";
-	uint64_t *s = &c->w->rng;
+	c->trace_id[0] = c->parent_span_id[0] = c->traceparent[0] = '\0';
+	c->drop_tracestate = false;
+	if (!t->traceparent)
+		return;
+	struct trace_parent tp;
+	uint8_t flags = t->sample ? TRACE_FLAG_SAMPLED : 0;
 
-	/* 128 bits from the worker's xorshift: unique enough for correlation, never a secret. */
-	for (int half = 0; half < 2; half++) {
-		uint64_t v;
-
-		*s ^= *s << 13;
-		*s ^= *s >> 7;
-		*s ^= *s << 17;
-		v = *s;
-		for (int i = 0; i < 16; i++)
-			c->request_id[half * 16 + i] = hex[(v >> (60 - 4 * i)) & 15];
+	h = http1_find_header(c->req.headers, c->req.nheaders, "traceparent");
+	if (h && trace_parse(h->value, h->value_len, &tp) == 0) {
+		memcpy(c->trace_id, tp.trace_id, sizeof(c->trace_id));
+		memcpy(c->parent_span_id, tp.parent_id, sizeof(c->parent_span_id));
+		/* The caller decided about sampling; a later version's extra fields are not ours to send. */
+		flags = tp.flags;
+	} else {
+		/* Absent or invalid (W3C: restart the trace, and the tracestate with it). */
+		c->drop_tracestate = h != NULL;
+		trace_random_hex(&c->w->rng, c->trace_id, TRACE_ID_HEX);
 	}
-	c->request_id[32] = '\0';
+	trace_random_hex(&c->w->rng, c->span_id, TRACE_SPAN_HEX);
+	trace_format(c->traceparent, c->trace_id, c->span_id, flags);
 }
 
 /* A complete head is at the start of c->in: route it and start the exchange. */
@@ -637,6 +699,7 @@ static void exchange_begin(struct client *c)
 	c->bytes_in = c->req.head_len;
 	c->pool = c->server = -1;
 	c->ntried = 0;
+	c->nskipped = 0;
 	c->up = NULL;
 	c->req_body_done = c->req.body == HTTP1_BODY_NONE;
 	c->req_sent = c->resp_started = c->lb_begun = false;
@@ -645,9 +708,9 @@ static void exchange_begin(struct client *c)
 	if (c->req.body == HTTP1_BODY_LENGTH && c->req.content_length == 0)
 		c->req_body_done = true;
 	http1_chunked_init(&c->chunk);
-	make_request_id(c);
 
 	c->route = route_match(cfg, c->listener, &c->req);
+	make_request_id(c);
 	if (c->route < 0) {
 		c->error = "no route";
 		/* A body we will not read would be parsed as the next request: close after. */
@@ -658,6 +721,12 @@ static void exchange_begin(struct client *c)
 	r = &cfg->routes[c->route];
 	if (r->timeouts.request_ms)
 		c->req_deadline_ms = w->now_ms + r->timeouts.request_ms;
+	/* Admission: who calls (API key, JWT) and how often, before any body is read. */
+	if (gate_check(__atomic_load_n(&w->gate, __ATOMIC_ACQUIRE), w->id, cfg, c->route, &c->req,
+		       (struct sockaddr *)&c->peer, w->now_ns, &c->gv)) {
+		client_gate_deny(c);
+		return;
+	}
 	if (r->max_body && c->req.body == HTTP1_BODY_LENGTH && c->req.content_length > r->max_body) {
 		client_fail(c, 413, "request body over max_body");
 		return;
@@ -755,6 +824,16 @@ static int pick_server(struct client *c)
 	return lb_pick(p, &w->lb[c->pool], hash, c->tried, c->ntried, w->now_ns);
 }
 
+/* 503 at once with the reason in the body: no usable server, or a breaker tripped (breaker.h). */
+static void client_unavailable(struct client *c, int kind)
+{
+	const struct breaker_msg *m = breaker_message(kind);
+
+	c->error = m->error;
+	client_local_response(c, 503, "text/plain; charset=utf-8", m->body, strlen(m->body),
+			      c->req_body_done);
+}
+
 static void exchange_connect(struct client *c)
 {
 	struct worker *w = c->w;
@@ -764,20 +843,50 @@ static void exchange_connect(struct client *c)
 	int s;
 
 	c->state = CS_CONNECT;
+	if (!c->brk_pool && !c->ntried) {
+		int trip = breaker_pool_admit(&w->snap->pools[c->pool]);
+
+		if (trip >= 0) {
+			client_unavailable(c, trip);
+			return;
+		}
+		c->brk_pool = true;
+	}
 	for (;;) {
-		if (c->ntried >= tries || c->ntried >= MAX_TRIES) {
+		if (c->ntried - c->nskipped >= tries || c->ntried >= MAX_TRIES) {
 			client_fail(c, c->status ? c->status : 502, c->error ? c->error
 									     : "no backend reachable");
 			return;
 		}
 		s = pick_server(c);
+		if (s < 0 && c->ntried == c->nskipped) {
+			client_unavailable(c, c->nskipped ? c->brk_trip : -1);
+			return;
+		}
 		if (s < 0) {
-			client_fail(c, c->ntried ? (c->status ? c->status : 502) : 503,
-				    c->ntried ? c->error : "no server available");
+			client_fail(c, c->status ? c->status : 502, c->error);
 			return;
 		}
 		c->server = s;
 		c->tried[c->ntried++] = s;
+		if (c->brk_srv)
+			breaker_server_release(&w->snap->pools[c->pool], (unsigned)c->brk_idx);
+		c->brk_srv = false;
+		bool pool_level;
+		int trip = breaker_server_admit(&w->snap->pools[c->pool], (unsigned)s,
+						!w->upools[c->pool][s].nidle, &pool_level);
+		if (trip >= 0) {
+			if (pool_level) {
+				client_unavailable(c, trip);
+				return;
+			}
+			/* Over this server's limit: try another without spending a connect try. */
+			c->nskipped++;
+			c->brk_trip = trip;
+			continue;
+		}
+		c->brk_srv = true;
+		c->brk_idx = s;
 		u = up_take_idle(w, c->pool, s);
 		if (u) {
 			STAT_ADD(w, upstream_reuses, 1);
@@ -804,6 +913,7 @@ static void exchange_connect(struct client *c)
 	io_uring_prep_connect(sqe, u->fd, (const struct sockaddr *)&srv->addr.ss, srv->addr.len);
 	io_uring_sqe_set_data64(sqe, op_data(u, OP_UP_CONNECT));
 	u->pending++;
+	breaker_connect_begin(&w->snap->pools[c->pool], (unsigned)s);
 	if (cms) {
 		sqe->flags |= IOSQE_IO_LINK;
 		u->cto.tv_sec = cms / 1000;
@@ -831,6 +941,8 @@ static void on_up_connect(struct upconn *u, int res)
 		log_warn("route %s: %s", wcfg(c->w)->routes[c->route].name, why);
 		c->status = res == -ECANCELED || res == -ETIMEDOUT ? 504 : 502;
 		c->error = res == -ECANCELED ? "backend connect timeout" : "backend connect failed";
+		health_observe(&c->w->snap->pools[u->pool], u->server,
+			       c->status == 504 ? HEALTH_TIMEOUT : HEALTH_CONNECT_FAIL, c->w->now_ns);
 		c->up = NULL;
 		up_close(u);
 		exchange_connect(c);
@@ -856,6 +968,12 @@ static void exchange_send_request(struct client *c)
 		.host_rewrite = r->host_rewrite,
 		.request_id = c->request_id,
 		.upstream_keep_alive = uc->keepalive > 0,
+		.request_id_header = r->tracing.request_id_header,
+		.traceparent = c->traceparent[0] ? c->traceparent : NULL,
+		.drop_tracestate = c->drop_tracestate,
+		.extra_headers = c->gv.up_headers[0] ? c->gv.up_headers : NULL,
+		.strip_header = c->gv.strip_header,
+		.strip_query = c->gv.strip_query,
 	};
 	ssize_t n;
 	uint32_t avail;
@@ -975,6 +1093,7 @@ static bool maybe_replay(struct client *c, struct upconn *u)
 	io_uring_prep_connect(sqe, nu->fd, (const struct sockaddr *)&srv->addr.ss, srv->addr.len);
 	io_uring_sqe_set_data64(sqe, op_data(nu, OP_UP_CONNECT));
 	nu->pending++;
+	breaker_connect_begin(&c->w->snap->pools[c->pool], (unsigned)c->server);
 	if (cms) {
 		sqe->flags |= IOSQE_IO_LINK;
 		nu->cto.tv_sec = cms / 1000;
@@ -1218,6 +1337,8 @@ static void up_process(struct upconn *u)
 	u->off += r;
 	c->t_resp_ns = c->w->now_ns;
 	c->status = u->resp.status;
+	health_observe(&c->w->snap->pools[u->pool], u->server,
+		       c->status >= 500 ? HEALTH_5XX : HEALTH_OK, c->w->now_ns);
 	if (!u->resp.keep_alive)
 		u->reusable = false;
 	if (u->resp.body == HTTP1_BODY_CLOSE)
@@ -1237,6 +1358,8 @@ static void up_process(struct upconn *u)
 	}
 	ssize_t n = forward_response_head(c->out, c->out_cap, &u->resp, c->keep_alive,
 					  c->req.version_minor);
+	if (n > 0 && c->gv.resp_headers[0])
+		n = forward_head_append(c->out, c->out_cap, (size_t)n, c->gv.resp_headers);
 	if (n < 0) {
 		client_fail(c, 502, "backend response head too large to forward");
 		return;
@@ -1443,6 +1566,7 @@ void proxy_complete(struct worker *w, void *obj, enum op op, int res, unsigned f
 		struct upconn *u = obj;
 
 		u->pending--;
+		breaker_connect_end(&u->w->snap->pools[u->pool], (unsigned)u->server);
 		if (!u->closing)
 			on_up_connect(u, res);
 		return;
@@ -1496,6 +1620,11 @@ void proxy_tick(struct worker *w)
 			client_fail(c, 408, "client body timeout");
 			break;
 		case DL_RESPONSE:
+			/* A backend that does not answer in time counts against it (outlier detection). */
+			if (c->pool >= 0 && c->server >= 0 && !c->resp_started &&
+			    (!whole || c->state == CS_WAIT_RESP))
+				health_observe(&w->snap->pools[c->pool], c->server, HEALTH_TIMEOUT,
+					       w->now_ns);
 			client_fail(c, 504, whole ? "request timeout" : "backend response timeout");
 			break;
 		case DL_RESP_BODY:
@@ -1574,6 +1703,7 @@ void proxy_reap(struct worker *w)
 			continue;
 		dlist_del(&u->node);
 		close(u->fd);
+		breaker_conn_close(&w->snap->pools[u->pool], (unsigned)u->server);
 		w->nupconns--;
 		free(u->buf);
 		free(u);

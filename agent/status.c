@@ -58,6 +58,20 @@ static int cmd_status(void *ctx, const struct control_req *req, struct jsonw *w,
 	jsonw_u64(w, "upstream_connects", connects);
 	jsonw_u64(w, "upstream_reuses", reuses);
 	jsonw_str(w, "access_log", cfg->access_log);
+	/* Observability (docs/metrics.md): where to scrape, and whether the kernel guard feeds it. */
+	if (cfg->admin.enabled)
+		jsonw_str(w, "admin", net_addr_format((const struct sockaddr *)&cfg->admin.addr.ss, addr,
+						      sizeof(addr)));
+	else
+		jsonw_null(w, "admin");
+	jsonw_bool(w, "admin_token", cfg->admin.token_file != NULL);
+	jsonw_str(w, "access_log_format", cfg->access_log_opts.format == CFG_LOG_COMBINED ? "combined"
+					  : cfg->access_log_opts.format == CFG_LOG_TEMPLATE ? "template"
+					  : "json");
+	jsonw_arr_begin(w, "guard_interfaces");
+	for (unsigned i = 0; a->guard && i < cfg->guard.ninterfaces; i++)
+		jsonw_str(w, NULL, cfg->guard.interfaces[i]);
+	jsonw_arr_end(w);
 	jsonw_arr_begin(w, "listeners");
 	for (unsigned i = 0; i < cfg->nlisteners; i++) {
 		jsonw_obj_begin(w);

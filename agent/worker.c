@@ -13,6 +13,7 @@
 
 #include "accesslog.h"
 #include "log.h"
+#include "metrics.h"
 
 #define RING_ENTRIES 4096
 #define TICK_MS 100
@@ -350,6 +351,7 @@ int workers_start(struct worker_set *ws, struct snapshot *snap, unsigned n, stru
 		w->wake_fd = -1;
 		snapshot_get(snap);
 		w->alog = alog ? alog_ring(alog, i) : NULL;
+		w->metrics = metrics_worker(ws->metrics, i);
 		ws->n++;
 		err = worker_setup(w);
 		if (err)

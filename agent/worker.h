@@ -16,6 +16,9 @@
 struct alog;
 struct alog_ring;
 struct guard;
+struct gate;
+struct metrics;
+struct metrics_worker;
 
 /* An immutable published configuration with its shared balancer state. */
 struct snapshot {
@@ -98,13 +101,16 @@ struct worker {
 	uint64_t rng;                    /* xorshift64 state for request ids */
 	struct worker_stats stats;
 	struct guard *guard;             /* L7 rejections go to guard_report(); NULL when off */
+	struct gate *gate;               /* admission after routing (gate.h): auth, limits; NULL when off */
 	bool ring_disabled;              /* created R_DISABLED: the worker enables it */
+	struct metrics_worker *metrics;  /* this worker's counters and histograms (metrics.h), or NULL */
 } __attribute__((aligned(64))); /* user_data tags need 16; 64 keeps workers off each other's lines */
 
 /* Shared between the main thread and workers. */
 struct worker_set {
 	struct worker *workers;
 	unsigned n;
+	struct metrics *metrics;         /* set before workers_start; each worker gets its block */
 };
 
 int workers_start(struct worker_set *ws, struct snapshot *snap, unsigned n, struct alog *alog);

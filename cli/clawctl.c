@@ -8,14 +8,18 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "control.h"
 #include "guard_store.h"
+#include "keys.h"
 #include "jsonr.h"
 #include "jsonw.h"
 #include "netaddr.h"
+#include "obs.h"
 #include "parse.h"
+#include "ratelimit.h"
 
 #define EXIT_REFUSED 1 /* the agent said no, or could not be reached */
 #define EXIT_USAGE 2   /* the command line is wrong */
@@ -204,6 +208,19 @@ static int cmd_status(struct ctl *ctl, int argc, char **argv)
 	       (long long)jsonr_get_int(&j, r, "upstream_reuses", 0));
 	const char *al = jsonr_get_str(&j, r, "access_log");
 	printf("%-12s %s\n", "access log", al ? al : "off");
+	const char *adm = jsonr_get_str(&j, r, "admin");
+	const struct jsonr_node *tok = jsonr_get(&j, r, "admin_token");
+
+	printf("%-12s %s%s\n", "admin", adm ? adm : "off",
+	       adm && tok && tok->type == JSONR_BOOL && tok->b ? " (bearer token)" : "");
+	const struct jsonr_node *gi = jsonr_child(&j, jsonr_get(&j, r, "guard_interfaces"));
+
+	printf("%-12s", "guard");
+	if (!gi)
+		printf(" off");
+	for (; gi; gi = jsonr_next(&j, gi))
+		printf(" %s", gi->type == JSONR_STRING ? gi->str : "?");
+	printf("\n");
 	const struct jsonr_node *l = jsonr_child(&j, jsonr_get(&j, r, "listeners"));
 	for (bool first = true; l; l = jsonr_next(&j, l), first = false)
 		printf("%-12s %-16s %s\n", first ? "listeners" : "", jsonr_get_str(&j, l, "name"),
@@ -689,9 +706,605 @@ static int cmd_guard(struct ctl *ctl, int argc, char **argv)
 	return 0;
 }
 
+/* ---- keys and limits (docs/api-keys.md, docs/rate-limits.md) ---- */
+
+/* Reads "--opt VALUE" pairs of a keys subcommand; vals[i] stays NULL when absent. */
+static int keys_opts(const char *what, int argc, char **argv, int first, const char *const *names,
+		     const char **vals, size_t n)
+{
+	for (int i = first; i < argc; i++) {
+		size_t k;
+
+		for (k = 0; k < n; k++)
+			if (!strcmp(argv[i], names[k]))
+				break;
+		if (k == n)
+			return argv[i][0] == '-' ? usage_error("%s: unknown option '%s'", what, argv[i])
+						 : usage_error("%s: unexpected argument '%s'", what, argv[i]);
+		if (i + 1 >= argc || !argv[i + 1][0])
+			return usage_error("%s: %s needs a value", what, names[k]);
+		if (vals[k])
+			return usage_error("%s: %s given twice", what, names[k]);
+		vals[k] = argv[++i];
+	}
+	return 0;
+}
+
+static int keys_check_duration(const char *what, const char *opt, const char *s)
+{
+	uint64_t ms;
+
+	if (s && (parse_duration_ms(s, &ms) || (!ms && strcmp(opt, "--grace"))))
+		return usage_error("%s: %s: expected a duration such as 90d, 24h or 30m, got '%s'", what,
+				   opt, s);
+	return 0;
+}
+
+static int keys_check_id(const char *what, int argc, char **argv)
+{
+	if (argc < 2 || argv[1][0] == '-')
+		return usage_error("%s: missing key ID", what);
+	if (!keys_id_valid(argv[1]))
+		return usage_error("%s: '%s' is not a key id (12 characters a-z, 2-7)", what, argv[1]);
+	return 0;
+}
+
+/* --scopes r1,r2 as a JSON list; "*" or "" (keys set) means every route. */
+static void keys_put_scopes(struct jsonw *w, const char *s)
+{
+	char buf[1100], *save = NULL;
+
+	jsonw_arr_begin(w, "scopes");
+	snprintf(buf, sizeof(buf), "%s", strcmp(s, "*") ? s : "");
+	for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save))
+		jsonw_str(w, NULL, t);
+	jsonw_arr_end(w);
+}
+
+static const char *keys_str(const struct jsonr *j, const struct jsonr_node *o, const char *k)
+{
+	const char *s = jsonr_get_str(j, o, k);
+
+	return s ? s : "-";
+}
+
+static void keys_print_one(const struct jsonr *j, const struct jsonr_node *r)
+{
+	printf("%-10s %s\n%-10s %s\n%-10s %s\n%-10s ", "id", keys_str(j, r, "id"), "name",
+	       keys_str(j, r, "name"), "tier", keys_str(j, r, "tier"), "scopes");
+	print_scalars(j, jsonr_get(j, r, "scopes"));
+	printf("\n%-10s %s\n", "expires", jsonr_get_str(j, r, "expires") ?
+		jsonr_get_str(j, r, "expires") : "never");
+}
+
+static int keys_send(struct ctl *ctl, struct jsonw *w, struct jsonr *j, char **raw)
+{
+	int rc = ctl_send_obj(ctl, w, j, raw);
+
+	if (!rc && ctl->json)
+		printf("%s\n", *raw);
+	return rc;
+}
+
+static int keys_create(struct ctl *ctl, int argc, char **argv)
+{
+	static const char *const names[] = { "--name", "--tier", "--scopes", "--expires" };
+	const char *v[4] = { 0 };
+	char buf[4096];
+	struct jsonw w;
+	struct jsonr j;
+	char *raw = NULL;
+	int rc;
+
+	if ((rc = keys_opts("keys create", argc, argv, 1, names, v, 4)))
+		return rc;
+	if (!v[0])
+		return usage_error("keys create: --name is required");
+	if (!v[1])
+		return usage_error("keys create: --tier is required");
+	if ((rc = keys_check_duration("keys create", "--expires", v[3])))
+		return rc;
+	jsonw_init(&w, buf, sizeof(buf));
+	jsonw_obj_begin(&w);
+	jsonw_str(&w, "cmd", "keys.create");
+	jsonw_str(&w, "name", v[0]);
+	jsonw_str(&w, "tier", v[1]);
+	if (v[2])
+		keys_put_scopes(&w, v[2]);
+	if (v[3])
+		jsonw_str(&w, "expires", v[3]);
+	if ((rc = keys_send(ctl, &w, &j, &raw)) || ctl->json)
+		return rc;
+	keys_print_one(&j, &j.nodes[0]);
+	printf("%-10s %s\n\nThe key is shown this once: store it now.\n", "key",
+	       keys_str(&j, &j.nodes[0], "key"));
+	return 0;
+}
+
+static int keys_list(struct ctl *ctl, int argc, char **argv)
+{
+	char buf[128];
+	struct jsonw w;
+	struct jsonr j;
+	char *raw = NULL;
+	int rc;
+
+	if (argc > 1)
+		return usage_error("keys list: unexpected argument '%s'", argv[1]);
+	jsonw_init(&w, buf, sizeof(buf));
+	jsonw_obj_begin(&w);
+	jsonw_str(&w, "cmd", "keys.list");
+	if ((rc = keys_send(ctl, &w, &j, &raw)) || ctl->json)
+		return rc;
+	const struct jsonr_node *k = jsonr_child(&j, jsonr_get(&j, &j.nodes[0], "keys"));
+
+	if (!k) {
+		printf("no keys\n");
+		return 0;
+	}
+	printf("%-12s  %-20s  %-10s  %-7s  %-20s  %-20s  %s\n", "ID", "NAME", "TIER", "STATE",
+	       "LAST USED", "EXPIRES", "SCOPES");
+	for (; k; k = jsonr_next(&j, k)) {
+		printf("%-12s  %-20s  %-10s  %-7s  %-20s  %-20s  ", keys_str(&j, k, "id"),
+		       keys_str(&j, k, "name"), keys_str(&j, k, "tier"), keys_str(&j, k, "state"),
+		       keys_str(&j, k, "last_used"), keys_str(&j, k, "expires"));
+		if (jsonr_child(&j, jsonr_get(&j, k, "scopes")))
+			print_scalars(&j, jsonr_get(&j, k, "scopes"));
+		else
+			fputs("*", stdout);
+		putchar('\n');
+	}
+	return 0;
+}
+
+/* show, revoke: one id, the reply's members printed one per line. */
+static int keys_by_id(struct ctl *ctl, const char *sub, const char *cmd, int argc, char **argv)
+{
+	char buf[256], what[32];
+	struct jsonw w;
+	struct jsonr j;
+	char *raw = NULL;
+	int rc;
+
+	snprintf(what, sizeof(what), "keys %s", sub);
+	if ((rc = keys_check_id(what, argc, argv)))
+		return rc;
+	if (argc > 2)
+		return usage_error("%s: unexpected argument '%s'", what, argv[2]);
+	jsonw_init(&w, buf, sizeof(buf));
+	jsonw_obj_begin(&w);
+	jsonw_str(&w, "cmd", cmd);
+	jsonw_str(&w, "id", argv[1]);
+	if ((rc = keys_send(ctl, &w, &j, &raw)) || ctl->json)
+		return rc;
+	if (!strcmp(sub, "revoke")) {
+		printf("revoked key %s (%s)\n", keys_str(&j, &j.nodes[0], "id"),
+		       keys_str(&j, &j.nodes[0], "name"));
+		return 0;
+	}
+	print_members(&j, &j.nodes[0]);
+	return 0;
+}
+
+static int keys_rotate(struct ctl *ctl, int argc, char **argv)
+{
+	static const char *const names[] = { "--grace" };
+	const char *v[1] = { 0 };
+	char buf[256];
+	struct jsonw w;
+	struct jsonr j;
+	char *raw = NULL;
+	int rc;
+
+	if ((rc = keys_check_id("keys rotate", argc, argv)) ||
+	    (rc = keys_opts("keys rotate", argc, argv, 2, names, v, 1)) ||
+	    (rc = keys_check_duration("keys rotate", "--grace", v[0])))
+		return rc;
+	jsonw_init(&w, buf, sizeof(buf));
+	jsonw_obj_begin(&w);
+	jsonw_str(&w, "cmd", "keys.rotate");
+	jsonw_str(&w, "id", argv[1]);
+	if (v[0])
+		jsonw_str(&w, "grace", v[0]);
+	if ((rc = keys_send(ctl, &w, &j, &raw)) || ctl->json)
+		return rc;
+	const char *until = jsonr_get_str(&j, &j.nodes[0], "old_secret_until");
+
+	printf("rotated key %s; the old secret %s\n%-10s %s\n\nThe key is shown this once: store it now.\n",
+	       keys_str(&j, &j.nodes[0], "id"), until ? "works until" : "no longer works",
+	       until ? until : "", "");
+	printf("%-10s %s\n", "key", keys_str(&j, &j.nodes[0], "key"));
+	return 0;
+}
+
+static int keys_set(struct ctl *ctl, int argc, char **argv)
+{
+	static const char *const names[] = { "--tier", "--rate", "--burst", "--scopes" };
+	const char *v[4] = { 0 };
+	struct cfg_rate rate;
+	char buf[4096];
+	struct jsonw w;
+	struct jsonr j;
+	char *raw = NULL;
+	int rc;
+
+	if ((rc = keys_check_id("keys set", argc, argv)) ||
+	    (rc = keys_opts("keys set", argc, argv, 2, names, v, 4)))
+		return rc;
+	if (!v[0] && !v[1] && !v[2] && !v[3])
+		return usage_error("keys set: nothing to change (--tier, --rate, --burst or --scopes)");
+	if (v[1] && strcmp(v[1], "tier") && rl_parse_rate(v[1], &rate))
+		return usage_error("keys set: --rate: expected a rate such as 100/s or 6000/m, or 'tier', got '%s'",
+				   v[1]);
+	if (v[2] && (strspn(v[2], "0123456789") != strlen(v[2]) || strlen(v[2]) > 7 ||
+		     atol(v[2]) > 1000000))
+		return usage_error("keys set: --burst: expected an integer 0..1000000, got '%s'", v[2]);
+	jsonw_init(&w, buf, sizeof(buf));
+	jsonw_obj_begin(&w);
+	jsonw_str(&w, "cmd", "keys.set");
+	jsonw_str(&w, "id", argv[1]);
+	if (v[0])
+		jsonw_str(&w, "tier", v[0]);
+	if (v[1])
+		jsonw_str(&w, "rate", v[1]);
+	if (v[2])
+		jsonw_u64(&w, "burst", (uint64_t)atol(v[2]));
+	if (v[3])
+		keys_put_scopes(&w, v[3]);
+	if ((rc = keys_send(ctl, &w, &j, &raw)) || ctl->json)
+		return rc;
+	print_members(&j, &j.nodes[0]);
+	return 0;
+}
+
+static int cmd_keys(struct ctl *ctl, int argc, char **argv)
+{
+	if (argc < 2)
+		return usage_error("keys: missing subcommand (create, list, show, revoke, rotate or set)");
+	if (!strcmp(argv[1], "create"))
+		return keys_create(ctl, argc - 1, argv + 1);
+	if (!strcmp(argv[1], "list"))
+		return keys_list(ctl, argc - 1, argv + 1);
+	if (!strcmp(argv[1], "show"))
+		return keys_by_id(ctl, "show", "keys.show", argc - 1, argv + 1);
+	if (!strcmp(argv[1], "revoke"))
+		return keys_by_id(ctl, "revoke", "keys.revoke", argc - 1, argv + 1);
+	if (!strcmp(argv[1], "rotate"))
+		return keys_rotate(ctl, argc - 1, argv + 1);
+	if (!strcmp(argv[1], "set"))
+		return keys_set(ctl, argc - 1, argv + 1);
+	return usage_error("keys: unknown subcommand '%s' (want create, list, show, revoke, rotate or set)",
+			   argv[1]);
+}
+
+static int cmd_limits(struct ctl *ctl, int argc, char **argv)
+{
+	static const char *const names[] = { "--key", "--ip" };
+	const char *v[2] = { 0 };
+	char buf[512];
+	struct net_addr a;
+	const char *why = "invalid";
+	struct jsonw w;
+	struct jsonr j;
+	char *raw = NULL;
+	int rc;
+
+	if (argc < 2 || strcmp(argv[1], "show"))
+		return usage_error("limits: expected 'limits show [--key ID | --ip ADDR]'");
+	if ((rc = keys_opts("limits show", argc, argv, 2, names, v, 2)))
+		return rc;
+	if (v[0] && v[1])
+		return usage_error("limits show: give --key or --ip, not both");
+	if (v[0] && !keys_id_valid(v[0]))
+		return usage_error("limits show: --key: '%s' is not a key id", v[0]);
+	if (v[1] && net_addr_parse(v[1], 1, &a, &why))
+		return usage_error("limits show: --ip: '%s': %s", v[1], why);
+	jsonw_init(&w, buf, sizeof(buf));
+	jsonw_obj_begin(&w);
+	jsonw_str(&w, "cmd", "limits.show");
+	if (v[0])
+		jsonw_str(&w, "key", v[0]);
+	if (v[1])
+		jsonw_str(&w, "ip", v[1]);
+	if ((rc = keys_send(ctl, &w, &j, &raw)) || ctl->json)
+		return rc;
+	print_members(&j, &j.nodes[0]);
+	return 0;
+}
+
+/* ---- backends: list, drain, enable, weight (docs/health.md) ---- */
+
+/* The NOTE column: why a server is out, or what a drain is waiting for. */
+static void backend_note(const struct jsonr *j, const struct jsonr_node *s, char *buf, size_t len)
+{
+	const char *st = jsonr_get_str(j, s, "state"), *why = jsonr_get_str(j, s, "eject_reason");
+	long long active = jsonr_get_int(j, s, "active", 0);
+	char left[24];
+
+	buf[0] = '\0';
+	if (st && !strcmp(st, "ejected")) {
+		format_duration((uint64_t)jsonr_get_int(j, s, "ejected_left_ms", 0) / 1000, left,
+				sizeof(left));
+		snprintf(buf, len, "ejected (%s), %s left", why ? why : "?", left);
+	} else if (st && !strcmp(st, "draining")) {
+		if (active)
+			snprintf(buf, len, "draining, %lld in flight", active);
+		else
+			snprintf(buf, len, "drained (nothing in flight)");
+	} else if (jsonr_get(j, s, "slow_start") && jsonr_get(j, s, "slow_start")->b) {
+		snprintf(buf, len, "slow start");
+	}
+}
+
+static void backend_check(const struct jsonr *j, const struct jsonr_node *s, char *buf, size_t len)
+{
+	const struct jsonr_node *ok = jsonr_get(j, s, "check_ok");
+	const char *last = jsonr_get_str(j, s, "check_last");
+	char age[24];
+
+	if (!ok || ok->type != JSONR_BOOL) {
+		snprintf(buf, len, "-");
+		return;
+	}
+	format_duration((uint64_t)jsonr_get_int(j, s, "check_age_ms", 0) / 1000, age, sizeof(age));
+	snprintf(buf, len, "%s %s, %s ago (%lld%s in a row)", ok->b ? "pass" : "FAIL",
+		 last ? last : "", age,
+		 (long long)jsonr_get_int(j, s, ok->b ? "check_successes" : "check_failures", 0),
+		 ok->b ? " ok" : " failed");
+}
+
+/* Pool line for limits and breaker trips, only when there is something to say. */
+static void backend_pool_limits(const struct jsonr *j, const struct jsonr_node *p)
+{
+	static const char *const kinds[] = { "max_connections", "max_pending", "max_requests" };
+	bool any = false;
+	char key[48];
+
+	for (size_t k = 0; k < 3; k++) {
+		long long lim, trips;
+
+		snprintf(key, sizeof(key), "limit_%s", kinds[k]);
+		lim = jsonr_get_int(j, p, key, 0);
+		snprintf(key, sizeof(key), "trips_%s", kinds[k]);
+		trips = jsonr_get_int(j, p, key, 0);
+		if (!lim && !trips)
+			continue;
+		printf("%s%s %lld (refused %lld)", any ? ", " : "  limits: ", kinds[k], lim, trips);
+		any = true;
+	}
+	if (any)
+		putchar('\n');
+}
+
+static int backends_list(struct ctl *ctl, int argc, char **argv)
+{
+	char buf[512];
+	struct jsonw w;
+	struct jsonr j;
+	char *raw = NULL;
+	int rc;
+
+	if (argc > 2)
+		return usage_error("backends list: unexpected argument '%s'", argv[2]);
+	if (argc == 2 && argv[1][0] == '-')
+		return usage_error("backends list: unknown option '%s'", argv[1]);
+	jsonw_init(&w, buf, sizeof(buf));
+	jsonw_obj_begin(&w);
+	jsonw_str(&w, "cmd", "backends.list");
+	if (argc == 2)
+		jsonw_str(&w, "pool", argv[1]);
+	if ((rc = ctl_send_obj(ctl, &w, &j, &raw)))
+		return rc;
+	if (ctl->json) {
+		printf("%s\n", raw);
+		return 0;
+	}
+	for (const struct jsonr_node *p = jsonr_child(&j, jsonr_get(&j, &j.nodes[0], "pools")); p;
+	     p = jsonr_next(&j, p)) {
+		const char *hc = jsonr_get_str(&j, p, "health");
+
+		printf("upstream %s (%s, health %s", jsonr_get_str(&j, p, "name"),
+		       jsonr_get_str(&j, p, "algorithm"), hc ? hc : "?");
+		if (hc && strcmp(hc, "off"))
+			printf(" every %lldms", (long long)jsonr_get_int(&j, p, "health_interval_ms", 0));
+		printf(", %lld ejected)\n", (long long)jsonr_get_int(&j, p, "ejected", 0));
+		backend_pool_limits(&j, p);
+		printf("  %-22s %-8s %-7s %6s %7s %6s %5s  %-40s %s\n", "SERVER", "STATE", "ROLE",
+		       "WEIGHT", "EFFECT", "ACTIVE", "CONNS", "LAST CHECK", "NOTE");
+		for (const struct jsonr_node *s = jsonr_child(&j, jsonr_get(&j, p, "servers")); s;
+		     s = jsonr_next(&j, s)) {
+			const struct jsonr_node *bk = jsonr_get(&j, s, "backup");
+			const struct jsonr_node *eff = jsonr_get(&j, s, "effective_weight");
+			char chk[160], note[96];
+
+			backend_check(&j, s, chk, sizeof(chk));
+			backend_note(&j, s, note, sizeof(note));
+			printf("  %-22s %-8s %-7s %6lld %7.2f %6lld %5lld  %-40s %s\n",
+			       jsonr_get_str(&j, s, "address"), jsonr_get_str(&j, s, "state"),
+			       bk && bk->b ? "backup" : "primary",
+			       (long long)jsonr_get_int(&j, s, "weight", 0),
+			       eff && eff->type == JSONR_NUMBER ? eff->num : 0.0,
+			       (long long)jsonr_get_int(&j, s, "active", 0),
+			       (long long)jsonr_get_int(&j, s, "connections", 0), chk, note);
+		}
+	}
+	return 0;
+}
+
+/* In-flight requests on POOL ADDR per backends.list, or -1 when it cannot tell. */
+static long long backends_in_flight(struct ctl *ctl, const char *pool, const char *addr)
+{
+	char buf[512];
+	struct jsonw w;
+	struct jsonr j;
+	char *raw = NULL;
+	long long n = -1;
+
+	free(ctl->raw);
+	free(ctl->strbuf);
+	ctl->raw = ctl->strbuf = NULL;
+	jsonw_init(&w, buf, sizeof(buf));
+	jsonw_obj_begin(&w);
+	jsonw_str(&w, "cmd", "backends.list");
+	jsonw_str(&w, "pool", pool);
+	if (ctl_send_obj(ctl, &w, &j, &raw))
+		return -1;
+	for (const struct jsonr_node *p = jsonr_child(&j, jsonr_get(&j, &j.nodes[0], "pools")); p;
+	     p = jsonr_next(&j, p))
+		for (const struct jsonr_node *s = jsonr_child(&j, jsonr_get(&j, p, "servers")); s;
+		     s = jsonr_next(&j, s)) {
+			const char *a = jsonr_get_str(&j, s, "address");
+
+			if (a && !strcmp(a, addr))
+				n = (n < 0 ? 0 : n) + jsonr_get_int(&j, s, "active", 0);
+		}
+	return n;
+}
+
+static int backends_change(struct ctl *ctl, const char *sub, int argc, char **argv)
+{
+	const char *wait = NULL, *pos[3] = { NULL, NULL, NULL };
+	unsigned npos = 0, want = !strcmp(sub, "weight") ? 3 : 2;
+	char what[32], cmd[32], buf[1024];
+	struct net_addr na;
+	const char *why = "invalid";
+	uint64_t wait_ms = 0, weight = 0;
+	struct jsonw w;
+	struct jsonr j;
+	char *raw = NULL;
+	int rc;
+
+	snprintf(what, sizeof(what), "backends %s", sub);
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(sub, "drain") &&
+		    (rc = take_opt(what, "--wait", argc, argv, &i, &wait)) != 0) {
+			if (rc < 0)
+				return -rc;
+			continue;
+		}
+		if (argv[i][0] == '-' && argv[i][1] != '\0')
+			return usage_error("%s: unknown option '%s'", what, argv[i]);
+		if (npos == want)
+			return usage_error("%s: unexpected argument '%s'", what, argv[i]);
+		pos[npos++] = argv[i];
+	}
+	if (npos < want)
+		return usage_error("%s: usage: backends %s POOL ADDR%s", what, sub,
+				   want == 3 ? " WEIGHT" : !strcmp(sub, "drain") ? " [--wait 30s]" : "");
+	if (net_addr_parse(pos[1], 0, &na, &why))
+		return usage_error("%s: bad address '%s': %s (want IP:PORT)", what, pos[1], why);
+	if (want == 3) {
+		char *end = NULL;
+
+		errno = 0;
+		weight = strtoull(pos[2], &end, 10);
+		if (errno || !end || *end || pos[2][0] < '0' || pos[2][0] > '9' || weight < 1 ||
+		    weight > 1000)
+			return usage_error("%s: weight must be an integer from 1 to 1000, got '%s'", what,
+					   pos[2]);
+	}
+	if (wait) {
+		int e = parse_duration_ms(wait, &wait_ms);
+
+		if (e || !wait_ms)
+			return usage_error("%s: bad --wait '%s' (want a duration such as 30s or 5m)",
+					   what, wait);
+	}
+	snprintf(cmd, sizeof(cmd), "backends.%s", sub);
+	jsonw_init(&w, buf, sizeof(buf));
+	jsonw_obj_begin(&w);
+	jsonw_str(&w, "cmd", cmd);
+	jsonw_str(&w, "pool", pos[0]);
+	jsonw_str(&w, "address", pos[1]);
+	if (want == 3)
+		jsonw_u64(&w, "weight", weight);
+	if ((rc = ctl_send_obj(ctl, &w, &j, &raw)))
+		return rc;
+	const struct jsonr_node *r = &j.nodes[0];
+	const char *addr = jsonr_get_str(&j, r, "address");
+	const char *save_err = jsonr_get_str(&j, r, "save_error");
+	long long active = jsonr_get_int(&j, r, "active", 0);
+	char pool[128], a[NET_ADDR_STRLEN];
+
+	snprintf(pool, sizeof(pool), "%s", jsonr_get_str(&j, r, "pool"));
+	snprintf(a, sizeof(a), "%s", addr ? addr : pos[1]);
+	if (ctl->json && !wait)
+		printf("%s\n", raw);
+	else if (!ctl->json && !strcmp(sub, "drain"))
+		printf("upstream %s %s: draining, no new requests; %lld in flight%s\n", pool, a, active,
+		       active ? "" : " (already empty)");
+	else if (!ctl->json && !strcmp(sub, "enable"))
+		printf("upstream %s %s: enabled, state %s\n", pool, a, jsonr_get_str(&j, r, "state"));
+	else if (!ctl->json)
+		printf("upstream %s %s: weight %lld\n", pool, a,
+		       (long long)jsonr_get_int(&j, r, "weight", 0));
+	if (save_err)
+		fprintf(stderr, "clawctl: warning: applied but not saved for restarts: %s\n", save_err);
+	if (!wait)
+		return 0;
+	/* Polls the list until nothing is in flight on it: the drain is then complete. */
+	for (uint64_t waited = 0;; waited += 100) {
+		long long n = backends_in_flight(ctl, pool, a);
+		struct timespec ts = { 0, 100 * 1000000L };
+
+		if (n == 0) {
+			if (ctl->json)
+				printf("{\"ok\":true,\"pool\":\"%s\",\"address\":\"%s\",\"drained\":true}\n",
+				       pool, a);
+			else
+				printf("upstream %s %s: drained, nothing in flight\n", pool, a);
+			return 0;
+		}
+		if (n < 0)
+			return EXIT_REFUSED;
+		if (waited >= wait_ms) {
+			fprintf(stderr, "clawctl: upstream %s %s: still %lld in flight after %s\n", pool, a,
+				n, wait);
+			return EXIT_REFUSED;
+		}
+		nanosleep(&ts, NULL);
+	}
+}
+
+static int cmd_backends(struct ctl *ctl, int argc, char **argv)
+{
+	const char *sub = argc > 1 ? argv[1] : NULL;
+
+	if (!sub)
+		return usage_error("backends: missing subcommand (list, drain, enable or weight)");
+	if (!strcmp(sub, "list"))
+		return backends_list(ctl, argc - 1, argv + 1);
+	if (!strcmp(sub, "drain") || !strcmp(sub, "enable") || !strcmp(sub, "weight"))
+		return backends_change(ctl, sub, argc - 1, argv + 1);
+	return usage_error("backends: unknown subcommand '%s' (want list, drain, enable or weight)",
+			   sub);
+}
+
+/* obs.c's view of ctl_call. */
+static int obs_call(void *ctx, const char *request, char **reply, size_t *reply_len)
+{
+	return ctl_call(ctx, request, reply, reply_len);
+}
+
+static int cmd_stats(struct ctl *ctl, int argc, char **argv)
+{
+	return obs_stats(obs_call, ctl, ctl->json, argc, argv);
+}
+
+static int cmd_top(struct ctl *ctl, int argc, char **argv)
+{
+	if (ctl->json)
+		return usage_error("top: --json makes no sense for a live view; use 'clawctl stats --json'");
+	return obs_top(obs_call, ctl, argc, argv);
+}
+
 static const struct ctl_cmd commands[] = {
 	{ "status", "status                 what runs, since when, how busy", cmd_status },
 	{ "ping", "ping                   is clawd answering?", cmd_ping },
+	{ "stats", "stats [--json]         requests, errors, latency per route and backend, XDP drops",
+	  cmd_stats },
+	{ "top", "top [--interval 1s]    live view: req/s, errors, p50/p99, top routes, backends (q quits)",
+	  cmd_top },
 	{ "block", "block add CIDR [--ttl 10m] [--reason TEXT] | block del CIDR | block list\n"
 		   "                         drop a source at the NIC (XDP), for a while or for good",
 	  cmd_block },
@@ -702,6 +1315,19 @@ static const struct ctl_cmd commands[] = {
 		   "                         counters and rates per verdict; where the guard is attached;\n"
 		   "                         remove it",
 	  cmd_guard },
+	{ "keys", "keys create --name N --tier T [--scopes r1,r2] [--expires 90d] | keys list |\n"
+		  "                         keys show ID | keys revoke ID | keys rotate ID [--grace 24h] |\n"
+		  "                         keys set ID [--tier T] [--rate 100/s] [--burst N] [--scopes r1,r2]\n"
+		  "                         API keys: the secret is printed once, at create and rotate",
+	  cmd_keys },
+	{ "limits", "limits show [--key ID | --ip ADDR]\n"
+		    "                         rate limits and quotas: configured, or a key's or address's usage",
+	  cmd_limits },
+	{ "backends", "backends list [POOL] | backends drain POOL ADDR [--wait 30s]\n"
+		      "                         | backends enable POOL ADDR | backends weight POOL ADDR W\n"
+		      "                         server state and health; take a server out gracefully,\n"
+		      "                         put it back, change its weight (kept across restarts)",
+	  cmd_backends },
 };
 
 static void usage(FILE *f)

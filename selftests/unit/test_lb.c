@@ -748,6 +748,91 @@ static void check_threads(enum lb_algorithm alg)
 	fx_destroy(&f);
 }
 
+/* Backups (servers 2 and 3) stand in only when no primary can take the request. */
+static void check_backup(enum lb_algorithm alg)
+{
+	struct fx f;
+	unsigned cnt[4] = { 0 };
+	uint32_t ex0 = 0, ex01[] = { 0, 1 };
+
+	/* fx_init clears the fixture: mark the backups, then build the pool again. */
+	ASSERT_EQ(fx_init(&f, alg, NULL, 4), 0);
+	fx_destroy(&f);
+	f.srv[2].backup = f.srv[3].backup = true;
+	ASSERT_EQ(lb_pool_init(&f.pool, &f.ups), 0);
+	ASSERT_EQ(lb_local_init(&f.loc, &f.pool, 1), 0);
+	ASSERT_EQ(f.pool.nbackup, 2);
+	for (uint64_t k = 0; k < 4000; k++) {
+		int s = lb_pick(&f.pool, &f.loc, lb_hash64(&k, sizeof(k), 0), NULL, 0, 1 * SEC);
+
+		ASSERT_TRUE(s >= 0 && s < 4);
+		cnt[s]++;
+	}
+	ASSERT_EQ(cnt[2] + cnt[3], 0);
+	ASSERT_GT(cnt[0], 0);
+	ASSERT_GT(cnt[1], 0);
+
+	/* One primary down, one ejected: the backups share the traffic. */
+	atomic_store(&f.pool.servers[0].down, true);
+	atomic_store(&f.pool.servers[1].ejected, true);
+	memset(cnt, 0, sizeof(cnt));
+	for (uint64_t k = 0; k < 4000; k++)
+		cnt[lb_pick(&f.pool, &f.loc, lb_hash64(&k, sizeof(k), 0), NULL, 0, 1 * SEC)]++;
+	ASSERT_EQ(cnt[0] + cnt[1], 0);
+	ASSERT_GT(cnt[2], 0);
+	ASSERT_GT(cnt[3], 0);
+
+	/* A draining primary counts as gone; a primary coming back wins at once. */
+	atomic_store(&f.pool.servers[1].ejected, false);
+	atomic_store(&f.pool.servers[1].draining, true);
+	ASSERT_GE(lb_pick(&f.pool, &f.loc, 5, NULL, 0, 1 * SEC), 2);
+	atomic_store(&f.pool.servers[1].draining, false);
+	for (uint64_t k = 0; k < 200; k++)
+		ASSERT_EQ(lb_pick(&f.pool, &f.loc, lb_hash64(&k, sizeof(k), 0), NULL, 0, 1 * SEC), 1);
+
+	/* Primaries already tried (connect failed) hand the retry to a backup. */
+	atomic_store(&f.pool.servers[0].down, false);
+	ASSERT_EQ(lb_pick(&f.pool, &f.loc, 9, &ex0, 1, 1 * SEC), 1);
+	ASSERT_GE(lb_pick(&f.pool, &f.loc, 9, ex01, 2, 1 * SEC), 2);
+
+	/* Backups obey the same rules among themselves. */
+	atomic_store(&f.pool.servers[2].draining, true);
+	ASSERT_EQ(lb_pick(&f.pool, &f.loc, 9, ex01, 2, 1 * SEC), 3);
+	atomic_store(&f.pool.servers[3].down, true);
+	ASSERT_EQ(lb_pick(&f.pool, &f.loc, 9, ex01, 2, 1 * SEC), -1);
+	fx_destroy(&f);
+}
+
+/* Effective weights (slow start, runtime weight) steer the weighted picks; 0 means configured. */
+static void test_effective_weight(void)
+{
+	struct fx f;
+	unsigned cnt[2] = { 0 };
+
+	ASSERT_EQ(fx_init(&f, LB_WEIGHTED_ROUND_ROBIN, (uint32_t[]){ 1, 1 }, 2), 0);
+	ASSERT_EQ(lb_weight(&f.pool.servers[0]), LB_WEIGHT_SCALE);
+	/* Server 1 at 10% of its weight, as at the start of a slow start: 10 to 1. */
+	atomic_store(&f.pool.servers[1].eff_weight, LB_WEIGHT_SCALE / 10);
+	for (int k = 0; k < 1100; k++)
+		cnt[lb_pick(&f.pool, &f.loc, 0, NULL, 0, 1 * SEC)]++;
+	ASSERT_EQ(cnt[0], 1000);
+	ASSERT_EQ(cnt[1], 100);
+	fx_destroy(&f);
+
+	ASSERT_EQ(fx_init(&f, LB_LEAST_CONN, (uint32_t[]){ 1, 1 }, 2), 0);
+	atomic_store(&f.pool.servers[0].eff_weight, 3 * LB_WEIGHT_SCALE);
+	cnt[0] = cnt[1] = 0;
+	for (int k = 0; k < 400; k++) {
+		int s = lb_pick(&f.pool, &f.loc, 0, NULL, 0, 1 * SEC);
+
+		lb_begin(&f.pool, s);
+		cnt[s]++;
+	}
+	ASSERT_EQ(cnt[0], 300);
+	ASSERT_EQ(cnt[1], 100);
+	fx_destroy(&f);
+}
+
 int main(void)
 {
 	char name[64];
@@ -768,6 +853,11 @@ int main(void)
 		snprintf(name, sizeof(name), "exclude_and_down_%s", alg_names[i]);
 		RUN_NAMED(name, check_exclusions, all_algs[i]);
 	}
+	for (size_t i = 0; i < sizeof(all_algs) / sizeof(all_algs[0]); i++) {
+		snprintf(name, sizeof(name), "backup_%s", alg_names[i]);
+		RUN_NAMED(name, check_backup, all_algs[i]);
+	}
+	RUN(test_effective_weight);
 	RUN(test_ewma_peak_and_decay);
 	RUN(test_ewma_avoids_slow);
 	RUN(test_ewma_probes_unsampled);
