@@ -19,7 +19,7 @@ CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wformat=2 \
 	   -D_GNU_SOURCE -Iinclude -Iagent -I$(BUILD)/bpf -I/usr/include/libnl3 -pthread $(SANFLAGS)
 LDFLAGS += -pthread $(SANFLAGS)
-LDLIBS  := -luring -lyaml -lpcre2-8 -lbpf -lelf -lz -lnl-route-3 -lnl-3 -lssl -lcrypto -lsqlite3
+LDLIBS  := -luring -lyaml -lpcre2-8 -lbpf -lelf -lz -lnl-route-3 -lnl-3 -lssl -lcrypto -lsqlite3 -lm
 
 # Debian packages the build, the tests and the benchmarks need.
 DEPS_PKGS := gcc make clang llvm pkg-config libbpf-dev bpftool liburing-dev libyaml-dev \

@@ -24,7 +24,7 @@
 #include "ratelimit.h"
 
 #define CFG_KEY_MAX 256            /* longest dotted key path kept for messages */
-#define CFG_MAX_FIELDS 16          /* most keys any one mapping of the schema has */
+#define CFG_MAX_FIELDS 32          /* most keys any one mapping of the schema may have */
 #define CFG_NAME_MAX 64            /* listener, upstream and route names */
 #define CFG_FILE_MAX (16u << 20)   /* a config larger than this is a mistake */
 
@@ -277,6 +277,10 @@ static int cfg_fields(struct cfg_ctx *c, const yaml_node_t *map, const char *pat
 	yaml_node_t *first[CFG_MAX_FIELDS] = { 0 };
 	char kp[CFG_KEY_MAX];
 
+	/* A schema table outgrowing first[] is a programming error: refuse, never overflow. */
+	if (nkeys > CFG_MAX_FIELDS)
+		return cfg_fail(c, map, path[0] ? path : "(root)",
+				"internal: %zu keys exceed CFG_MAX_FIELDS", nkeys);
 	if (want_map(c, map, path[0] ? path : "(root)"))
 		return -EINVAL;
 	for (size_t i = 0; i < nkeys; i++)
@@ -2626,11 +2630,12 @@ static int parse_route_gate(struct cfg_ctx *c, const char *path, const yaml_node
 	r->rate_limits = calloc(cnt, sizeof(*r->rate_limits));
 	if (!r->rate_limits)
 		return cfg_oom(c);
+	/* Counted before parsing: a half-parsed entry's strings are freed with the rest. */
 	for (unsigned i = 0; i < cnt; i++) {
+		r->nrate_limits = i + 1;
 		if (parse_rate_limit(c, seq_item(c, limits, i), key_index(ip, kp, i), r,
 				     &r->rate_limits[i]))
 			return -EINVAL;
-		r->nrate_limits = i + 1;
 	}
 	return 0;
 }

@@ -225,9 +225,14 @@ static bool fw_named_in_lines(const struct http1_header *h, const char *lines)
 		if (colon < eol && (size_t)(colon - p) == h->name_len) {
 			uint32_t i;
 
-			for (i = 0; i < h->name_len; i++)
-				if (fw_lower((unsigned char)h->name[i]) != fw_lower((unsigned char)p[i]))
+			/* '_' counts as '-', as in fw_name_is: no look-alike slips through. */
+			for (i = 0; i < h->name_len; i++) {
+				unsigned char a = fw_lower((unsigned char)h->name[i]);
+				unsigned char b = fw_lower((unsigned char)p[i]);
+
+				if ((a == '_' ? '-' : a) != (b == '_' ? '-' : b))
 					break;
+			}
 			if (i == h->name_len)
 				return true;
 		}

@@ -177,14 +177,17 @@ def _():
     tmp = make_tmpdir("health-")
     with Backend(name="a") as a, Backend(name="b") as b:
         out = {"consecutive_failures": 2, "base_ejection": "60s"}
-        hc = dict(FAST_CHECK, interval="300ms", timeout="200ms")
+        hc = dict(FAST_CHECK, interval="1s", timeout="200ms")
         with Clawd(cfg(tmp, a, b, outlier=out, health=hc)) as cd:
+            # After the first checks, the next ones are about a second away.
+            wait_for(lambda: all(s["check_ok"] for s in servers(cd).values()), 2,
+                     what="first checks")
             for _ in range(6):
                 get(cd.port, "/x?status=503")
             out = [ad for ad, s in servers(cd).items() if s["state"] == "ejected"]
             eq(len(out), 1, "servers ejected after 503s on /x (the share allows one)")
             t0 = time.monotonic()
-            wait_for(lambda: servers(cd)[out[0]]["state"] == "up", 2.0, 0.01, what="re-admission")
+            wait_for(lambda: servers(cd)[out[0]]["state"] == "up", 1.5, 0.01, what="re-admission")
             note("re-admitted after %.0f ms of a 60 s ejection" % ((time.monotonic() - t0) * 1000))
             check("re-admitted by a passed health check" in cd.stderr(), cd.stderr())
 

@@ -547,6 +547,55 @@ static void test_local_enospc(void)
 						 false, false, NULL), -ENOSPC);
 }
 
+/* ---- admission: extra headers, stripped credential, appended response lines ---- */
+
+static void test_req_gate_extra_and_strip_header(void)
+{
+	struct forward_ctx ctx = { .client = v4("10.0.0.1"), .upstream_keep_alive = true,
+				   .extra_headers = "X-Key-Id: abc\r\nX-Key-Tier: free\r\n",
+				   .strip_header = "X-API-Key" };
+
+	ASSERT_GT(fwd("GET /a HTTP/1.1\r\nHost: h\r\nx-api-key: ocl_secret\r\n"
+		      "X-Key-Id: spoofed\r\nX_Key_Tier: spoofed\r\nAccept: */*\r\n\r\n", &ctx), 0);
+	ASSERT_TRUE(strstr(out, "ocl_secret") == NULL);
+	ASSERT_TRUE(strstr(out, "spoofed") == NULL);
+	ASSERT_TRUE(has_line("X-Key-Id: abc"));
+	ASSERT_TRUE(has_line("X-Key-Tier: free"));
+	ASSERT_TRUE(has_line("Accept: */*"));
+	ASSERT_EQ(count_of("X-Key-Id"), 1);
+}
+
+static void test_req_gate_strip_query(void)
+{
+	struct forward_ctx ctx = { .client = v4("10.0.0.1"), .upstream_keep_alive = true,
+				   .strip_query = "api_key" };
+
+	ASSERT_GT(fwd("GET /p?a=1&api_key=SECRET&api_keyx=2&b HTTP/1.1\r\nHost: h\r\n\r\n", &ctx), 0);
+	ASSERT_TRUE(!strncmp(out, "GET /p?a=1&api_keyx=2&b HTTP/1.1\r\n", 34));
+	ASSERT_GT(fwd("GET /p?api_key=SECRET HTTP/1.1\r\nHost: h\r\n\r\n", &ctx), 0);
+	ASSERT_TRUE(!strncmp(out, "GET /p HTTP/1.1\r\n", 17));
+	ASSERT_GT(fwd("GET http://h/p?x=1&api_key=S HTTP/1.1\r\nHost: h\r\n\r\n", &ctx), 0);
+	ASSERT_TRUE(!strncmp(out, "GET /p?x=1 HTTP/1.1\r\n", 21));
+	ASSERT_TRUE(strstr(out, "SECRET") == NULL);
+}
+
+static void test_resp_head_append(void)
+{
+	ssize_t n = fwd_resp("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false, true, 1);
+	ssize_t m;
+
+	ASSERT_GT(n, 0);
+	m = forward_head_append(out, sizeof(out) - 1, (size_t)n, "RateLimit-Limit: 10\r\n");
+	ASSERT_EQ(m, n + 21);
+	out[m] = '\0';
+	ASSERT_TRUE(has_line("RateLimit-Limit: 10"));
+	ASSERT_TRUE(!strcmp(out + m - 4, "\r\n\r\n"));
+	ASSERT_EQ(forward_head_append(out, (size_t)m + 3, (size_t)m, "A: b\r\n"), -ENOSPC);
+	ASSERT_EQ(forward_head_append(out, sizeof(out), (size_t)m, "A: b"), -EINVAL);
+	ASSERT_EQ(forward_head_append(out, sizeof(out), (size_t)m - 2, "A: b\r\n"), -EINVAL);
+	ASSERT_EQ(forward_head_append(out, sizeof(out), (size_t)m, ""), m);
+}
+
 int main(void)
 {
 	RUN(test_req_basic_untrusted_exact);
@@ -573,6 +622,9 @@ int main(void)
 	RUN(test_req_http10);
 	RUN(test_req_upstream_close);
 	RUN(test_req_enospc);
+	RUN(test_req_gate_extra_and_strip_header);
+	RUN(test_req_gate_strip_query);
+	RUN(test_resp_head_append);
 
 	RUN(test_resp_basic_exact);
 	RUN(test_resp_reason_default);

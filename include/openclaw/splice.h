@@ -1,0 +1,59 @@
+/* include/openclaw/splice.h — sockmap splice: map layouts shared by bpf/sk_splice.bpf.c and agent/splice.c. */
+#ifndef OPENCLAW_SPLICE_H
+#define OPENCLAW_SPLICE_H
+
+#ifdef __BPF__
+/* vmlinux.h already defines the __u types. */
+#else
+#include <linux/types.h>
+#endif
+
+/* Sockets in the SOCKHASH at most (two per spliced connection). */
+#define SPLICE_MAX_SOCKS 65536
+
+/* Default pin directory (under the project's bpffs directory). */
+#define SPLICE_DEFAULT_PIN_DIR "/sys/fs/bpf/openclaw/splice"
+
+/* Default per-direction budget of bytes in flight inside the kernel. */
+#define SPLICE_DEFAULT_BUDGET (4u << 20)
+
+/* Per-direction relay state (splice_sock.state). */
+enum splice_state {
+	SPLICE_RUN = 0,    /* bytes are redirected to the peer in the kernel */
+	SPLICE_PAUSED = 1, /* budget exceeded: bytes stay on this socket (SK_PASS) for clawd to move */
+};
+
+/*
+ * One socket of a spliced pair, keyed by its socket cookie; the value
+ * describes the direction "bytes read on this socket → peer". Written by
+ * clawd at insertion (peer, budget, baselines zero), updated by the program
+ * (counters, state) and by clawd (delivered, state back to RUN).
+ */
+struct splice_sock {
+	__u64 peer;         /* socket cookie of the partner (key in the SOCKHASH) */
+	__u64 budget;       /* bytes redirected but not yet acknowledged by the peer's receiver, at most */
+	__u64 redirected;   /* bytes redirected to the peer by the program */
+	__u64 passed;       /* bytes left on this socket (SK_PASS) while paused, for clawd to relay */
+	__u64 delivered;    /* of those, bytes clawd has read and written to the peer (clawd writes) */
+	__u64 una_base;     /* peer's snd_una when the first byte was redirected */
+	__u64 pauses;       /* times the budget stopped the redirect */
+	__u64 drops;        /* zero-length skbs (FIN) dropped */
+	__u32 state;        /* enum splice_state */
+	__u32 una_set;      /* una_base is valid */
+	__u32 inflight_max; /* largest in-flight value seen at a redirect, bytes */
+	__u32 pad;
+};
+
+/* Global counters (splice_stats, per-CPU array index). */
+enum splice_counter {
+	SPLICE_C_REDIRECT_PKTS = 0, /* skbs redirected */
+	SPLICE_C_REDIRECT_BYTES,    /* bytes redirected */
+	SPLICE_C_PASS_PKTS,         /* skbs left on their socket (budget) */
+	SPLICE_C_PASS_BYTES,
+	SPLICE_C_FIN_DROPS,         /* zero-length skbs dropped */
+	SPLICE_C_NO_PEER,           /* skb on a socket without a splice_sock entry: passed */
+	SPLICE_C_REDIRECT_FAIL,     /* bpf_sk_redirect_hash refused (peer gone): passed */
+	SPLICE_C_N,
+};
+
+#endif
