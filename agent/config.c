@@ -1,6 +1,7 @@
 /* agent/config.c — loads clawd's YAML file (libyaml) into a validated struct config, or says FILE:LINE: KEY: why not. */
 #include "config.h"
 #include "control.h"
+#include "fileio.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -20,6 +21,7 @@
 #include "http1.h"
 #include "jwt.h"
 #include "openclaw/guard.h"
+#include "openclaw/splice.h"
 #include "parse.h"
 #include "ratelimit.h"
 
@@ -1331,14 +1333,18 @@ static int parse_route_gate(struct cfg_ctx *c, const char *path, const yaml_node
 			    const yaml_node_t *limits, const yaml_node_t *headers,
 			    struct cfg_route *r);
 
+static int parse_route_mode(struct cfg_ctx *c, const char *path, yaml_node_t **v, yaml_node_t **kn,
+			    int i_mode, int i_listeners, int i_match, int i_respond, struct cfg_route *r);
+
 static int parse_route(struct cfg_ctx *c, const yaml_node_t *n, unsigned idx)
 {
 	enum { R_NAME, R_LISTENERS, R_MATCH, R_UPSTREAM, R_RESPOND, R_HOST_REWRITE, R_MAX_BODY,
-	       R_TIMEOUTS, R_TRACING, R_AUTH, R_RATE_LIMITS, R_RL_HEADERS, R_N };
+	       R_TIMEOUTS, R_TRACING, R_AUTH, R_RATE_LIMITS, R_RL_HEADERS, R_MODE, R_N };
 	static const char *const keys[R_N] = { "name",     "listeners",    "match",
 					       "upstream", "respond",      "host_rewrite",
 					       "max_body", "timeouts",     "tracing",
-					       "auth",     "limits",       "rate_limit_headers" };
+					       "auth",     "limits",       "rate_limit_headers",
+					       "mode" };
 	struct cfg_route *r = &c->cfg->routes[idx];
 	char path[CFG_KEY_MAX], kp[CFG_KEY_MAX];
 	yaml_node_t *v[R_N], *kn[R_N];
@@ -1418,7 +1424,7 @@ static int parse_route(struct cfg_ctx *c, const yaml_node_t *n, unsigned idx)
 		return -EINVAL;
 	if (parse_route_gate(c, path, v[R_AUTH], v[R_RATE_LIMITS], v[R_RL_HEADERS], r))
 		return -EINVAL;
-	return 0;
+	return parse_route_mode(c, path, v, kn, R_MODE, R_LISTENERS, R_MATCH, R_RESPOND, r);
 }
 
 static int parse_routes(struct cfg_ctx *c, const yaml_node_t *root, const yaml_node_t *n)
@@ -2673,16 +2679,173 @@ int config_tier_index(const struct config *cfg, const char *name)
  * routes (which inherit them), listeners and upstreams before the routes
  * that name them.
  */
+/* ---- splice (docs/splice.md) ------------------------------------------------------- */
+
+static int parse_splice(struct cfg_ctx *c, const yaml_node_t *kn, const yaml_node_t *n)
+{
+	enum { S_ENABLED, S_BUDGET, S_SNDBUF, S_IDLE, S_MAXCONN, S_PIN_DIR, S_N };
+	static const char *const keys[S_N] = { "enabled", "budget", "sndbuf", "idle_timeout",
+					       "max_connections", "pin_dir" };
+	struct cfg_splice *sp = &c->cfg->splice;
+	yaml_node_t *v[S_N];
+	const char *s = NULL;
+	uint64_t x;
+
+	sp->budget = SPLICE_DEFAULT_BUDGET;
+	sp->sndbuf = 4u << 20;
+	sp->idle_ms = 300000;
+	sp->max_connections = SPLICE_MAX_SOCKS / 2;
+	sp->line = kn ? cfg_line(kn) : 0;
+	if (!n || is_null(n))
+		return dup_str(c, SPLICE_DEFAULT_PIN_DIR, &sp->pin_dir);
+	if (cfg_fields(c, n, "splice", keys, S_N, v, NULL))
+		return -EINVAL;
+	if (v[S_ENABLED]) {
+		if (get_nonempty(c, v[S_ENABLED], "splice.enabled", &s))
+			return -EINVAL;
+		if (!strcmp(s, "auto"))
+			sp->enabled = CFG_SPLICE_AUTO;
+		else if (!strcmp(s, "off"))
+			sp->enabled = CFG_SPLICE_OFF;
+		else if (!strcmp(s, "required"))
+			sp->enabled = CFG_SPLICE_REQUIRED;
+		else
+			return cfg_fail(c, v[S_ENABLED], "splice.enabled",
+					"expected off, auto or required, got \"%s\"", s);
+	}
+	/* Below one 64 KiB skb the program could never redirect anything; above 1 GiB it bounds nothing. */
+	if (v[S_BUDGET] && get_size(c, v[S_BUDGET], "splice.budget", 64 << 10, 1ull << 30, &sp->budget))
+		return -EINVAL;
+	if (v[S_SNDBUF] && get_size(c, v[S_SNDBUF], "splice.sndbuf", 0, 256 << 20, &sp->sndbuf))
+		return -EINVAL;
+	if (v[S_IDLE] && get_duration(c, v[S_IDLE], "splice.idle_timeout", &sp->idle_ms))
+		return -EINVAL;
+	if (v[S_MAXCONN]) {
+		if (get_uint(c, v[S_MAXCONN], "splice.max_connections", 1, SPLICE_MAX_SOCKS / 2, &x))
+			return -EINVAL;
+		sp->max_connections = (uint32_t)x;
+	}
+	if (v[S_PIN_DIR]) {
+		if (get_nonempty(c, v[S_PIN_DIR], "splice.pin_dir", &s))
+			return -EINVAL;
+		if (s[0] != '/')
+			return cfg_fail(c, v[S_PIN_DIR], "splice.pin_dir",
+					"expected an absolute path on a bpf file system, got \"%s\"", s);
+		if (strlen(s) > 200)
+			return cfg_fail(c, v[S_PIN_DIR], "splice.pin_dir", "path longer than 200 bytes");
+		return dup_str(c, s, &sp->pin_dir);
+	}
+	return dup_str(c, SPLICE_DEFAULT_PIN_DIR, &sp->pin_dir);
+}
+
+/*
+ * routes[].mode. After the first request a spliced connection is never seen
+ * by the L7 proxy again, so anything that must judge each request is refused.
+ */
+static int parse_route_mode(struct cfg_ctx *c, const char *path, yaml_node_t **v, yaml_node_t **kn,
+			    int i_mode, int i_listeners, int i_match, int i_respond, struct cfg_route *r)
+{
+	char kp[CFG_KEY_MAX];
+	const char *s = NULL;
+
+	r->listeners_set = v[i_listeners] != NULL;
+	if (!v[i_mode])
+		return 0;
+	key_join(kp, path, "mode");
+	if (get_nonempty(c, v[i_mode], kp, &s))
+		return -EINVAL;
+	if (!strcmp(s, "http"))
+		r->mode = CFG_MODE_HTTP;
+	else if (!strcmp(s, "splice"))
+		r->mode = CFG_MODE_SPLICE;
+	else if (!strcmp(s, "tcp"))
+		r->mode = CFG_MODE_TCP;
+	else
+		return cfg_fail(c, v[i_mode], kp, "expected http, splice or tcp, got \"%s\"", s);
+	if (r->mode == CFG_MODE_HTTP)
+		return 0;
+	if (v[i_respond])
+		return cfg_fail(c, v[i_mode], kp, "%s mode needs an upstream, not respond", s);
+	if (r->auth.type != CFG_AUTH_NONE)
+		return cfg_fail(c, v[i_mode], kp,
+				"%s mode cannot be combined with auth: requests after the first are never seen by the proxy",
+				s);
+	if (r->nrate_limits)
+		return cfg_fail(c, v[i_mode], kp,
+				"%s mode cannot be combined with limits: requests after the first are never seen by the proxy",
+				s);
+	if (r->mode == CFG_MODE_TCP) {
+		if (v[i_match])
+			return cfg_fail(c, kn[i_match], key_join(kp, path, "match"),
+					"a tcp route matches by listener only (it sees no HTTP request)");
+		if (!v[i_listeners])
+			return cfg_fail(c, v[i_mode], kp,
+					"a tcp route must name its listeners (they become pure L4)");
+	}
+	return 0;
+}
+
+/* Gives each listener its tcp route; an HTTP route naming such a listener is refused. */
+static int splice_check_routes(struct cfg_ctx *c)
+{
+	struct config *cfg = c->cfg;
+
+	for (unsigned l = 0; l < cfg->nlisteners; l++)
+		cfg->listeners[l].tcp_route = -1;
+	for (unsigned i = 0; i < cfg->nroutes; i++) {
+		const struct cfg_route *r = &cfg->routes[i];
+
+		if (r->mode != CFG_MODE_TCP)
+			continue;
+		for (unsigned l = 0; l < cfg->nlisteners; l++) {
+			if (!(r->listener_mask & (1ull << l)))
+				continue;
+			if (cfg->listeners[l].tcp_route >= 0) {
+				char kp[CFG_KEY_MAX];
+
+				key_index(kp, "routes", i);
+				if (c->err && c->errlen)
+					snprintf(c->err, c->errlen,
+					 "%s:%u: %s.listeners: listener \"%s\" already carries tcp route \"%s\"",
+					 c->name, r->line, kp, cfg->listeners[l].name,
+					 cfg->routes[cfg->listeners[l].tcp_route].name);
+				return -EINVAL;
+			}
+			cfg->listeners[l].tcp_route = (int)i;
+		}
+	}
+	for (unsigned i = 0; i < cfg->nroutes; i++) {
+		const struct cfg_route *r = &cfg->routes[i];
+
+		if (r->mode == CFG_MODE_TCP || !r->listeners_set)
+			continue;
+		for (unsigned l = 0; l < cfg->nlisteners; l++) {
+			if (!(r->listener_mask & (1ull << l)) || cfg->listeners[l].tcp_route < 0)
+				continue;
+			char kp[CFG_KEY_MAX];
+
+			key_index(kp, "routes", i);
+			if (c->err && c->errlen)
+				snprintf(c->err, c->errlen,
+				 "%s:%u: %s.listeners: listener \"%s\" is pure L4 (tcp route \"%s\"): no HTTP route can use it",
+				 c->name, r->line, kp, cfg->listeners[l].name,
+				 cfg->routes[cfg->listeners[l].tcp_route].name);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
 static int parse_root(struct cfg_ctx *c, const yaml_node_t *root)
 {
 	enum { T_WORKERS, T_PID_FILE, T_ACCESS_LOG, T_DRAIN_TIMEOUT, T_LIMITS, T_TIMEOUTS,
 	       T_TRUSTED, T_LISTENERS, T_UPSTREAMS, T_ROUTES, T_CONTROL, T_STATE_DIR, T_GUARD,
-	       T_ADMIN, T_TRACING, T_TIERS, T_N };
+	       T_ADMIN, T_TRACING, T_TIERS, T_SPLICE, T_N };
 	static const char *const keys[T_N] = {
 		"workers", "pid_file",        "access_log", "drain_timeout", "limits",
 		"timeouts", "trusted_proxies", "listeners",  "upstreams",     "routes",
 		"control", "state_dir",       "guard",     "admin",         "tracing",
-		"tiers",
+		"tiers",   "splice",
 	};
 	struct config *cfg = c->cfg;
 	yaml_node_t *v[T_N], *kn[T_N];
@@ -2736,7 +2899,11 @@ static int parse_root(struct cfg_ctx *c, const yaml_node_t *root)
 		return -EINVAL;
 	if (v[T_UPSTREAMS] && parse_upstreams(c, v[T_UPSTREAMS]))
 		return -EINVAL;
-	return parse_routes(c, root, v[T_ROUTES]);
+	if (parse_splice(c, kn[T_SPLICE], v[T_SPLICE]))
+		return -EINVAL;
+	if (parse_routes(c, root, v[T_ROUTES]))
+		return -EINVAL;
+	return splice_check_routes(c);
 }
 
 static void yaml_error(struct cfg_ctx *c, const yaml_parser_t *p, const char *yaml, size_t len)
@@ -2827,65 +2994,15 @@ out_doc:
 
 int config_load(const char *path, struct config **out, char *err, size_t errlen)
 {
-	struct stat st;
 	char *buf;
-	size_t got = 0;
-	int fd, rc;
+	size_t len;
+	int rc;
 
 	*out = NULL;
-	/* O_NONBLOCK: a FIFO in place of the config must not hang the loader before fstat refuses it. */
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-	if (fd < 0) {
-		rc = -errno;
-		if (err && errlen)
-			snprintf(err, errlen, "%s: %s", path, strerror(-rc));
+	rc = fileio_read(path, CFG_FILE_MAX, 0, &buf, &len, NULL, err, errlen);
+	if (rc)
 		return rc;
-	}
-	if (fstat(fd, &st) < 0) {
-		rc = -errno;
-		if (err && errlen)
-			snprintf(err, errlen, "%s: %s", path, strerror(-rc));
-		close(fd);
-		return rc;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		if (err && errlen)
-			snprintf(err, errlen, "%s: not a regular file", path);
-		close(fd);
-		return -EINVAL;
-	}
-	if (st.st_size > (off_t)CFG_FILE_MAX) {
-		if (err && errlen)
-			snprintf(err, errlen, "%s: larger than %u MiB", path, CFG_FILE_MAX >> 20);
-		close(fd);
-		return -EFBIG;
-	}
-	buf = malloc((size_t)st.st_size + 1);
-	if (!buf) {
-		close(fd);
-		if (err && errlen)
-			snprintf(err, errlen, "%s: out of memory", path);
-		return -ENOMEM;
-	}
-	while (got < (size_t)st.st_size) {
-		ssize_t r = read(fd, buf + got, (size_t)st.st_size - got);
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0) {
-			rc = -errno;
-			if (err && errlen)
-				snprintf(err, errlen, "%s: %s", path, strerror(-rc));
-			free(buf);
-			close(fd);
-			return rc;
-		}
-		if (r == 0)
-			break; /* truncated while we read: parse what is there */
-		got += (size_t)r;
-	}
-	close(fd);
-	rc = config_load_string(buf, got, path, out, err, errlen);
+	rc = config_load_string(buf, len, path, out, err, errlen);
 	free(buf);
 	return rc;
 }
@@ -2941,6 +3058,7 @@ void config_free(struct config *cfg)
 	free(cfg->control_socket);
 	free(cfg->control_group);
 	free(cfg->state_dir);
+	free(cfg->splice.pin_dir);
 	free_strv(cfg->guard.interfaces, cfg->guard.ninterfaces);
 	free(cfg->guard.ports);
 	free(cfg->guard.allow);

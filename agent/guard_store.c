@@ -1,5 +1,6 @@
 /* agent/guard_store.c — guard.json: the allow/block entries that must outlive clawd, written atomically, read back with fresh expiries. */
 #include "guard_store.h"
+#include "fileio.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -163,69 +164,9 @@ int guard_store_save(const char *path, const struct guard_entry *v, size_t n, ch
 
 static int read_file(const char *path, char **out, size_t *len, char *err, size_t errlen)
 {
-	struct stat st;
-	size_t got = 0;
-	char *buf;
-	int fd, rc;
-
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0) {
-		rc = -errno;
-		if (rc == -ENOENT)
-			return rc;
-		snprintf(err, errlen, "%s: %s", path, strerror(-rc));
-		return rc;
-	}
-	if (fstat(fd, &st) < 0) {
-		rc = -errno;
-		snprintf(err, errlen, "%s: %s", path, strerror(-rc));
-		close(fd);
-		return rc;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		snprintf(err, errlen, "%s: not a regular file", path);
-		close(fd);
-		return -EINVAL;
-	}
-	if (st.st_uid != geteuid() || (st.st_mode & 0077)) {
-		snprintf(err, errlen,
-			 "%s: refusing a state file with mode %04o owned by uid %u (want 0600, owned by uid %u)",
-			 path, (unsigned)(st.st_mode & 07777), (unsigned)st.st_uid, (unsigned)geteuid());
-		close(fd);
-		return -EPERM;
-	}
-	if (st.st_size > (off_t)STORE_MAX_BYTES) {
-		snprintf(err, errlen, "%s: larger than %u MiB", path, STORE_MAX_BYTES >> 20);
-		close(fd);
-		return -EFBIG;
-	}
-	buf = malloc((size_t)st.st_size + 1);
-	if (!buf) {
-		snprintf(err, errlen, "%s: out of memory", path);
-		close(fd);
-		return -ENOMEM;
-	}
-	while (got < (size_t)st.st_size) {
-		ssize_t r = read(fd, buf + got, (size_t)st.st_size - got);
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0) {
-			rc = -errno;
-			snprintf(err, errlen, "%s: %s", path, strerror(-rc));
-			free(buf);
-			close(fd);
-			return rc;
-		}
-		if (r == 0)
-			break;
-		got += (size_t)r;
-	}
-	close(fd);
-	buf[got] = '\0';
-	*out = buf;
-	*len = got;
-	return 0;
+	/* State: ours alone (0600, our uid), never through a symlink. ENOENT is for the caller. */
+	return fileio_read(path, STORE_MAX_BYTES, FILEIO_PRIVATE | FILEIO_OWNED | FILEIO_NOFOLLOW,
+			   out, len, NULL, err, errlen);
 }
 
 /* One member of "entries"; idx only names it in messages. */

@@ -1,5 +1,6 @@
 /* agent/jwt.c — JWT validation: strict compact-JWS decoding, PEM/JWKS/HMAC keys with live reload, OpenSSL 3 signatures, claim checks. */
 #include "jwt.h"
+#include "fileio.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -370,66 +371,11 @@ static int read_file(const char *path, size_t max, bool secret, char **out, size
 		     struct jwt_stamp *stamp, char *err, size_t errlen)
 {
 	struct stat st;
-	size_t got = 0;
-	char *buf;
-	int fd, rc;
+	int rc = fileio_read(path, max, secret ? FILEIO_PRIVATE : 0, out, outlen, &st, err, errlen);
 
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-	if (fd < 0) {
-		rc = -errno;
-		snprintf(err, errlen, "%s: %s", path, strerror(-rc));
-		return rc;
-	}
-	if (fstat(fd, &st) < 0) {
-		rc = -errno;
-		snprintf(err, errlen, "%s: %s", path, strerror(-rc));
-		close(fd);
-		return rc;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		snprintf(err, errlen, "%s: not a regular file", path);
-		close(fd);
-		return -EINVAL;
-	}
-	if (secret && (st.st_mode & 077)) {
-		snprintf(err, errlen, "%s: mode %04o lets others read or change the secret (use 0600 or 0400)",
-			 path, (unsigned)(st.st_mode & 07777));
-		close(fd);
-		return -EPERM;
-	}
-	if ((uint64_t)st.st_size > max) {
-		snprintf(err, errlen, "%s: larger than %zu bytes", path, max);
-		close(fd);
-		return -EFBIG;
-	}
-	buf = malloc((size_t)st.st_size + 1);
-	if (!buf) {
-		close(fd);
-		snprintf(err, errlen, "%s: out of memory", path);
-		return -ENOMEM;
-	}
-	while (got < (size_t)st.st_size) {
-		ssize_t r = read(fd, buf + got, (size_t)st.st_size - got);
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0) {
-			rc = -errno;
-			snprintf(err, errlen, "%s: %s", path, strerror(-rc));
-			free(buf);
-			close(fd);
-			return rc;
-		}
-		if (r == 0)
-			break;
-		got += (size_t)r;
-	}
-	close(fd);
-	buf[got] = '\0';
-	stamp_of(&st, stamp);
-	*out = buf;
-	*outlen = got;
-	return 0;
+	if (rc == 0)
+		stamp_of(&st, stamp);
+	return rc;
 }
 
 /* ---- PEM ---------------------------------------------------------------------------- */
