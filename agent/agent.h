@@ -20,6 +20,7 @@ struct agent {
 	struct alog *alog;        /* the access log, NULL when off */
 	struct guard *guard;      /* the packet guard, NULL when off */
 	struct metrics *metrics;  /* per-worker counters, NULL before start-up */
+	struct tls_reg *tls;      /* TLS listeners (tls.h), NULL when none */
 	_Atomic int state;        /* enum agent_state: /readyz answers 200 only when running */
 	pthread_mutex_t scrape_lock; /* held by a scrape reading workers; main takes it once before freeing them */
 };

@@ -570,10 +570,180 @@ static int parse_trusted(struct cfg_ctx *c, const yaml_node_t *n)
 
 /* ---- listeners ------------------------------------------------------------------- */
 
+/* ---- listeners[].tls (docs/tls.md) ------------------------------------------------ */
+
+static int get_bool(struct cfg_ctx *c, const yaml_node_t *n, const char *key, bool *out);
+
+/* "FILE:LINE: KEY" of a node, kept for messages the TLS module writes when it loads the files. */
+static int tls_where(struct cfg_ctx *c, const yaml_node_t *n, const char *key, char **out)
+{
+	char buf[CFG_KEY_MAX + 256];
+
+	snprintf(buf, sizeof(buf), "%s:%u: %s", c->name, cfg_line(n), key);
+	return dup_str(c, buf, out);
+}
+
+static int parse_tls_cert(struct cfg_ctx *c, const yaml_node_t *n, const char *path,
+			  struct cfg_tls_cert *tc)
+{
+	enum { TC_CERT, TC_KEY, TC_OCSP, TC_N };
+	static const char *const keys[TC_N] = { "cert", "key", "ocsp_staple" };
+	char kp[CFG_KEY_MAX];
+	yaml_node_t *v[TC_N];
+	const char *s = NULL;
+
+	if (cfg_fields(c, n, path, keys, TC_N, v, NULL))
+		return -EINVAL;
+	if (tls_where(c, n, path, &tc->where))
+		return -ENOMEM;
+	for (unsigned i = 0; i < TC_N; i++) {
+		char **dst = i == TC_CERT ? &tc->cert : i == TC_KEY ? &tc->key : &tc->ocsp_staple;
+
+		if (!v[i]) {
+			if (i == TC_OCSP)
+				continue;
+			return cfg_fail(c, n, key_join(kp, path, keys[i]), "required key missing");
+		}
+		if (get_nonempty(c, v[i], key_join(kp, path, keys[i]), &s) || dup_str(c, s, dst))
+			return -EINVAL;
+	}
+	return 0;
+}
+
+/* tls: {certificates, default, min_version, ciphers, ciphersuites, session_tickets, session_cache, handshake_timeout, ktls, ocsp_staple}. */
+static int parse_listener_tls(struct cfg_ctx *c, const yaml_node_t *n, const char *lpath,
+			      struct cfg_listener *l)
+{
+	enum { T_CERTS, T_DEFAULT, T_MIN, T_CIPHERS, T_SUITES, T_TICKETS, T_CACHE, T_HS, T_KTLS,
+	       T_OCSP, T_N };
+	static const char *const keys[T_N] = { "certificates", "default", "min_version", "ciphers",
+					       "ciphersuites", "session_tickets", "session_cache",
+					       "handshake_timeout", "ktls", "ocsp_staple" };
+	char path[CFG_KEY_MAX], kp[CFG_KEY_MAX], ip[CFG_KEY_MAX];
+	yaml_node_t *v[T_N];
+	struct cfg_tls *t;
+	const char *s = NULL;
+	unsigned cnt;
+	uint64_t x;
+
+	key_join(path, lpath, "tls");
+	if (cfg_fields(c, n, path, keys, T_N, v, NULL))
+		return -EINVAL;
+	t = l->tls = calloc(1, sizeof(*t));
+	if (!t)
+		return cfg_oom(c);
+	t->min_version = 0x0303;
+	t->session_tickets = true;
+	t->session_cache = 20000;
+	t->handshake_timeout_ms = 10000;
+	t->ktls = CFG_KTLS_AUTO;
+	if (tls_where(c, n, path, &t->where))
+		return -ENOMEM;
+	key_join(kp, path, "certificates");
+	if (!v[T_CERTS])
+		return cfg_fail(c, n, kp, "required key missing: a TLS listener needs a certificate");
+	if (want_seq(c, v[T_CERTS], kp))
+		return -EINVAL;
+	cnt = seq_len(v[T_CERTS]);
+	if (!cnt || cnt > 64)
+		return cfg_fail(c, v[T_CERTS], kp, "1 to 64 certificates, got %u", cnt);
+	t->certs = calloc(cnt, sizeof(*t->certs));
+	if (!t->certs)
+		return cfg_oom(c);
+	t->ncerts = cnt;
+	for (unsigned i = 0; i < cnt; i++)
+		if (parse_tls_cert(c, seq_item(c, v[T_CERTS], i), key_index(ip, kp, i), &t->certs[i]))
+			return -EINVAL;
+	if (v[T_DEFAULT]) {
+		unsigned i;
+
+		if (get_nonempty(c, v[T_DEFAULT], key_join(kp, path, "default"), &s))
+			return -EINVAL;
+		for (i = 0; i < cnt && strcmp(t->certs[i].cert, s); i++)
+			;
+		if (i == cnt)
+			return cfg_fail(c, v[T_DEFAULT], kp,
+					"\"%s\" is not the cert of any entry of certificates", s);
+		t->default_cert = i;
+	}
+	if (v[T_MIN]) {
+		if (get_str(c, v[T_MIN], key_join(kp, path, "min_version"), &s))
+			return -EINVAL;
+		if (!strcmp(s, "1.2"))
+			t->min_version = 0x0303;
+		else if (!strcmp(s, "1.3"))
+			t->min_version = 0x0304;
+		else
+			return cfg_fail(c, v[T_MIN], kp,
+					"expected \"1.2\" or \"1.3\" (older versions are not offered), got \"%s\"",
+					s);
+	}
+	if (v[T_CIPHERS] && (get_nonempty(c, v[T_CIPHERS], key_join(kp, path, "ciphers"), &s) ||
+			     dup_str(c, s, &t->ciphers)))
+		return -EINVAL;
+	if (v[T_SUITES] &&
+	    (get_nonempty(c, v[T_SUITES], key_join(kp, path, "ciphersuites"), &s) ||
+	     dup_str(c, s, &t->ciphersuites)))
+		return -EINVAL;
+	if (v[T_TICKETS] &&
+	    get_bool(c, v[T_TICKETS], key_join(kp, path, "session_tickets"), &t->session_tickets))
+		return -EINVAL;
+	if (v[T_CACHE]) {
+		if (get_uint(c, v[T_CACHE], key_join(kp, path, "session_cache"), 0, 10000000, &x))
+			return -EINVAL;
+		t->session_cache = x;
+	}
+	if (v[T_HS]) {
+		if (get_duration(c, v[T_HS], key_join(kp, path, "handshake_timeout"),
+				 &t->handshake_timeout_ms))
+			return -EINVAL;
+		if (!t->handshake_timeout_ms)
+			return cfg_fail(c, v[T_HS], kp, "must be more than 0");
+	}
+	if (v[T_KTLS]) {
+		if (get_str(c, v[T_KTLS], key_join(kp, path, "ktls"), &s))
+			return -EINVAL;
+		if (!strcmp(s, "auto"))
+			t->ktls = CFG_KTLS_AUTO;
+		else if (!strcmp(s, "off"))
+			t->ktls = CFG_KTLS_OFF;
+		else
+			return cfg_fail(c, v[T_KTLS], kp, "expected auto or off, got \"%s\"", s);
+	}
+	if (v[T_OCSP]) {
+		struct cfg_tls_cert *d = &t->certs[t->default_cert];
+
+		if (d->ocsp_staple)
+			return cfg_fail(c, v[T_OCSP], key_join(kp, path, "ocsp_staple"),
+					"the default certificate already has its own ocsp_staple");
+		if (get_nonempty(c, v[T_OCSP], key_join(kp, path, "ocsp_staple"), &s) ||
+		    dup_str(c, s, &d->ocsp_staple))
+			return -EINVAL;
+	}
+	return 0;
+}
+
+static void free_listener_tls(struct cfg_tls *t)
+{
+	if (!t)
+		return;
+	for (unsigned i = 0; t->certs && i < t->ncerts; i++) {
+		free(t->certs[i].cert);
+		free(t->certs[i].key);
+		free(t->certs[i].ocsp_staple);
+		free(t->certs[i].where);
+	}
+	free(t->certs);
+	free(t->ciphers);
+	free(t->ciphersuites);
+	free(t->where);
+	free(t);
+}
+
 static int parse_listener(struct cfg_ctx *c, const yaml_node_t *n, unsigned idx)
 {
-	enum { LS_NAME, LS_ADDRESS, LS_BACKLOG, LS_N };
-	static const char *const keys[LS_N] = { "name", "address", "backlog" };
+	enum { LS_NAME, LS_ADDRESS, LS_BACKLOG, LS_TLS, LS_N };
+	static const char *const keys[LS_N] = { "name", "address", "backlog", "tls" };
 	struct cfg_listener *l = &c->cfg->listeners[idx];
 	char path[CFG_KEY_MAX], kp[CFG_KEY_MAX];
 	yaml_node_t *v[LS_N];
@@ -613,6 +783,8 @@ static int parse_listener(struct cfg_ctx *c, const yaml_node_t *n, unsigned idx)
 			return -EINVAL;
 		l->backlog = (uint32_t)x;
 	}
+	if (v[LS_TLS] && parse_listener_tls(c, v[LS_TLS], path, l))
+		return -EINVAL;
 	return 0;
 }
 
@@ -2795,20 +2967,46 @@ static int splice_check_routes(struct cfg_ctx *c)
 	for (unsigned i = 0; i < cfg->nroutes; i++) {
 		const struct cfg_route *r = &cfg->routes[i];
 
+		if (r->mode == CFG_MODE_SPLICE) {
+			bool plain = false;
+
+			for (unsigned l = 0; l < cfg->nlisteners; l++)
+				plain |= (r->listener_mask & (1ull << l)) && !cfg->listeners[l].tls;
+			if (!plain) {
+				char kp[CFG_KEY_MAX];
+
+				key_index(kp, "routes", i);
+				if (c->err && c->errlen)
+					snprintf(c->err, c->errlen,
+						 "%s:%u: %s.mode: splice needs a plain listener: TLS connections are never spliced (the SOCKHASH refuses a socket with the TLS ULP, and records cannot be spliced as bytes)",
+						 c->name, r->line, kp);
+				return -EINVAL;
+			}
+		}
 		if (r->mode != CFG_MODE_TCP)
 			continue;
 		for (unsigned l = 0; l < cfg->nlisteners; l++) {
 			if (!(r->listener_mask & (1ull << l)))
 				continue;
+			if (cfg->listeners[l].tls) {
+				char kp[CFG_KEY_MAX];
+
+				key_index(kp, "routes", i);
+				if (c->err && c->errlen)
+					snprintf(c->err, c->errlen,
+						 "%s:%u: %s.listeners: listener \"%s\" terminates TLS; a tcp route passes bytes through untouched, so its listener must not have tls",
+						 c->name, r->line, kp, cfg->listeners[l].name);
+				return -EINVAL;
+			}
 			if (cfg->listeners[l].tcp_route >= 0) {
 				char kp[CFG_KEY_MAX];
 
 				key_index(kp, "routes", i);
 				if (c->err && c->errlen)
 					snprintf(c->err, c->errlen,
-					 "%s:%u: %s.listeners: listener \"%s\" already carries tcp route \"%s\"",
-					 c->name, r->line, kp, cfg->listeners[l].name,
-					 cfg->routes[cfg->listeners[l].tcp_route].name);
+						 "%s:%u: %s.listeners: listener \"%s\" already carries tcp route \"%s\"",
+						 c->name, r->line, kp, cfg->listeners[l].name,
+						 cfg->routes[cfg->listeners[l].tcp_route].name);
 				return -EINVAL;
 			}
 			cfg->listeners[l].tcp_route = (int)i;
@@ -2827,9 +3025,9 @@ static int splice_check_routes(struct cfg_ctx *c)
 			key_index(kp, "routes", i);
 			if (c->err && c->errlen)
 				snprintf(c->err, c->errlen,
-				 "%s:%u: %s.listeners: listener \"%s\" is pure L4 (tcp route \"%s\"): no HTTP route can use it",
-				 c->name, r->line, kp, cfg->listeners[l].name,
-				 cfg->routes[cfg->listeners[l].tcp_route].name);
+					 "%s:%u: %s.listeners: listener \"%s\" is pure L4 (tcp route \"%s\"): no HTTP route can use it",
+					 c->name, r->line, kp, cfg->listeners[l].name,
+					 cfg->routes[cfg->listeners[l].tcp_route].name);
 			return -EINVAL;
 		}
 	}
@@ -3019,8 +3217,10 @@ void config_free(struct config *cfg)
 	if (!cfg)
 		return;
 	free_gate_config(cfg);
-	for (unsigned i = 0; cfg->listeners && i < cfg->nlisteners; i++)
+	for (unsigned i = 0; cfg->listeners && i < cfg->nlisteners; i++) {
 		free(cfg->listeners[i].name);
+		free_listener_tls(cfg->listeners[i].tls);
+	}
 	free(cfg->listeners);
 	for (unsigned i = 0; cfg->upstreams && i < cfg->nupstreams; i++) {
 		free(cfg->upstreams[i].name);

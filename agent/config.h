@@ -22,11 +22,38 @@ struct cfg_timeouts {
 	uint64_t request_ms;           /* whole exchange, head to last response byte; 0 = none */
 };
 
+/* listeners[].tls.certificates[]: one certificate chain and its private key (PEM). */
+struct cfg_tls_cert {
+	char *cert;        /* chain file: leaf first */
+	char *key;         /* private key file; refused when group or others may read it */
+	char *ocsp_staple; /* DER OCSP response stapled with this certificate, NULL = none */
+	char *where;       /* "FILE:LINE: listeners[i].tls.certificates[j]", for messages */
+};
+
+enum cfg_ktls { CFG_KTLS_AUTO, CFG_KTLS_OFF };
+
+/* listeners[].tls: TLS termination (docs/tls.md); NULL on a plain listener. */
+struct cfg_tls {
+	struct cfg_tls_cert *certs;
+	unsigned ncerts;
+	unsigned default_cert;         /* index in certs: served when SNI matches no name */
+	int min_version;               /* 0x0303 (TLS 1.2) or 0x0304 (TLS 1.3) */
+	char *ciphers;                 /* TLS 1.2 cipher list (OpenSSL syntax), NULL = built-in */
+	char *ciphersuites;            /* TLS 1.3 suites, NULL = built-in */
+	bool session_tickets;          /* stateless resumption (keys rotate, docs/tls.md) */
+	uint64_t session_cache;        /* server-side session cache entries, 0 = off */
+	uint64_t handshake_timeout_ms; /* accept to handshake done; closed silently after */
+	enum cfg_ktls ktls;            /* auto: kernel record layer when the kernel has it */
+	char *where;                   /* "FILE:LINE: listeners[i].tls", for messages */
+};
+
 struct cfg_listener {
 	char *name;           /* unique; routes refer to it */
 	struct net_addr addr; /* bind address */
 	uint32_t backlog;     /* listen(2) backlog */
 	unsigned line;        /* line in the file, for messages */
+	int tcp_route;        /* route in tcp mode that owns this listener (pure L4), -1 none */
+	struct cfg_tls *tls;  /* TLS termination (docs/tls.md), NULL = plain HTTP */
 };
 
 enum lb_algorithm {
@@ -207,6 +234,31 @@ struct cfg_rate_limit {
 	unsigned line;
 };
 
+/* routes[].mode: how a route's connections are carried (docs/splice.md). */
+enum cfg_route_mode {
+	CFG_MODE_HTTP = 0, /* "http": every request through the L7 proxy (default) */
+	CFG_MODE_SPLICE,   /* "splice": first request through L7, then the kernel relays the connection */
+	CFG_MODE_TCP,      /* "tcp": pure L4 from the first byte on the route's listeners */
+};
+
+/* splice.enabled: whether the sockmap program is used (docs/splice.md). */
+enum cfg_splice_enabled {
+	CFG_SPLICE_AUTO = 0, /* "auto": use it when it loads, else relay in userspace (logged once) */
+	CFG_SPLICE_OFF,      /* "off": never; splice/tcp routes are relayed in userspace */
+	CFG_SPLICE_REQUIRED, /* "required": clawd refuses to start without it; a connection that cannot be inserted is closed */
+};
+
+/* splice: the sockmap relay for routes in splice or tcp mode. */
+struct cfg_splice {
+	enum cfg_splice_enabled enabled;
+	uint64_t budget;       /* bytes in flight per direction inside the kernel, at most */
+	uint64_t sndbuf;       /* SO_SNDBUF set on spliced sockets; 0 = kernel default */
+	uint64_t idle_ms;      /* a spliced connection with no byte either way for this long is closed; 0 = never */
+	uint32_t max_connections; /* spliced connections at once (SOCKHASH size / 2) */
+	char *pin_dir;         /* bpffs directory of the pinned maps */
+	unsigned line;
+};
+
 struct cfg_route {
 	char *name;              /* unique; logged; default "route<N>" (1-based) */
 	unsigned line;
@@ -231,6 +283,8 @@ struct cfg_route {
 	struct cfg_rate_limit *rate_limits; /* limits: all must pass (429) */
 	unsigned nrate_limits;
 	bool rate_limit_headers;      /* RateLimit-* on successful responses too */
+	enum cfg_route_mode mode;     /* http, splice or tcp (docs/splice.md) */
+	bool listeners_set;           /* listeners: was given (tcp routes must name theirs) */
 };
 
 struct cfg_limits {
@@ -340,6 +394,7 @@ struct config {
 	struct cfg_access_log access_log_opts; /* access_log format and what it may contain */
 	struct cfg_tracing tracing;   /* request id and trace context defaults */
 	struct cfg_admin admin;       /* metrics and health listener */
+	struct cfg_splice splice;     /* sockmap relay (docs/splice.md) */
 };
 
 /*

@@ -18,6 +18,8 @@
 #include "control.h"
 #include "gate.h"
 #include "guard.h"
+#include "splice.h"
+#include "tls.h"
 #include "health.h"
 #include "log.h"
 #include "metrics.h"
@@ -93,6 +95,7 @@ int main(int argc, char **argv)
 	struct guard *guard = NULL;
 	struct health *health = NULL;
 	struct gate *gate = NULL;
+	struct tls_reg *tls = NULL;
 	struct config *cfg;
 	struct snapshot *snap;
 	struct alog *alog = NULL;
@@ -218,6 +221,14 @@ int main(int argc, char **argv)
 		goto fail_early;
 	}
 	agent.metrics = ws.metrics = metrics;
+	/* TLS listeners (docs/tls.md): certificates and keys read, key permissions checked, kTLS probed. */
+	if ((rc = tls_start(&tls, snap->cfg, err, sizeof(err)))) {
+		log_err("%s", err);
+		goto fail_early;
+	}
+	snap->tls = agent.tls = tls;
+	if ((rc = tls_register_metrics(tls, metrics)))
+		log_warn("tls metrics: %s", strerror(-rc));
 
 	/* The control socket first: it also tells us whether another clawd is running. */
 	if (cfg->control_socket) {
@@ -250,6 +261,17 @@ int main(int argc, char **argv)
 	}
 	if (ctl && (rc = guard_register_commands(guard, ctl)))
 		log_warn("control: guard commands: %s", strerror(-rc));
+	/* Sockmap splice (docs/splice.md): only splice.enabled: required makes a load failure fatal. */
+	if ((rc = splice_start(snap->cfg, err, sizeof(err)))) {
+		log_err("%s", err);
+		control_close(ctl);
+		guard_stop(guard);
+		goto fail_early;
+	}
+	if (ctl && (rc = splice_register_commands(ctl)))
+		log_warn("control: splice commands: %s", strerror(-rc));
+	if ((rc = splice_register_metrics(metrics)))
+		log_warn("metrics: splice: %s", strerror(-rc));
 	/* Health checks, ejection timers and slow start; traffic still flows if it cannot start. */
 	if ((rc = health_start(&health, snap, err, sizeof(err))))
 		log_err("%s: health checks are off", err);
@@ -263,6 +285,8 @@ int main(int argc, char **argv)
 		guard_stop(guard);
 		goto fail_early;
 	}
+	if (ctl && (rc = tls_register_commands(tls, ctl, snap->cfg)))
+		log_warn("control: tls commands: %s", strerror(-rc));
 	if (ctl && (rc = gate_register_commands(gate, ctl)))
 		log_warn("control: key commands: %s", strerror(-rc));
 	rc = workers_start(&ws, snap, nworkers, alog);
@@ -288,6 +312,7 @@ int main(int argc, char **argv)
 		workers_stop(&ws);
 		guard_stop(guard);
 		gate_stop(gate);
+		tls_stop(tls);
 		metrics_free(metrics);
 		snapshot_put(snap);
 		alog_close(alog);
@@ -342,8 +367,12 @@ int main(int argc, char **argv)
 	workers_stop(&ws);
 	/* The admin listener reads worker state too, and reports the drain while it runs. */
 	admin_stop(admin);
+	/* No connection or scrape uses the TLS contexts any more. */
+	tls_stop(tls);
 	/* Workers are gone: the last quota counters and last-used times go to the store. */
 	gate_stop(gate);
+	/* Detaches only when no connection is still spliced. */
+	splice_stop();
 	/* Last: it keeps its pins, so the interfaces stay guarded after we exit. */
 	guard_stop(guard);
 	log_notice("stopped");
@@ -353,6 +382,7 @@ int main(int argc, char **argv)
 	return 0;
 
 fail_early:
+	tls_stop(tls);
 	metrics_free(metrics);
 	snapshot_put(snap);
 	alog_close(alog);

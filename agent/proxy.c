@@ -20,6 +20,8 @@
 #include "metrics.h"
 #include "netaddr.h"
 #include "route.h"
+#include "splice.h"
+#include "tls.h"
 #include "trace.h"
 #include "worker.h"
 
@@ -39,6 +41,7 @@ enum cstate {
 	CS_RESP,      /* streaming the response to the client */
 	CS_LOCAL,     /* sending a response the proxy made itself */
 	CS_LINGER,    /* response sent, write side shut, discarding input until EOF */
+	CS_TLS,       /* TLS handshake, before the first request head (tls.h) */
 };
 
 /* What an expiring deadline means in the current state. */
@@ -115,6 +118,13 @@ struct client {
 	char errbody[64];       /* body of an error response while it is being sent */
 	char peer_ip[NET_ADDR_STRLEN]; /* peer address as text, for forwarded headers */
 	struct gate_verdict gv; /* admission of the current exchange (gate.h) */
+	struct tls_conn *tls;   /* TLS state (tls.h), NULL on a plain listener */
+	uint32_t tls_plain;     /* plaintext bytes of the send the state machine waits for */
+	int tls_ready;          /* what the no-op "recv" delivers: bytes already decrypted, 0, error */
+	bool tls_ready_nop;     /* the armed recv is that no-op */
+	bool tls_sending;       /* a ciphertext send is in flight */
+	bool tls_fail;          /* handshake failed: close once the alert is out */
+	bool tls_ktx, tls_krx;  /* record layer in the kernel (kTLS), per direction */
 } __attribute__((aligned(16)));
 
 struct upconn {
@@ -153,6 +163,8 @@ static void exchange_send_request(struct client *c);
 static void up_process(struct upconn *u);
 static void up_close(struct upconn *u);
 static void client_send_out(struct client *c, uint32_t len, const char *extra, size_t extra_len);
+static void tls_arm_recv(struct client *c);
+static void tls_send_plain(struct client *c);
 
 static const struct config *wcfg(struct worker *w)
 {
@@ -190,6 +202,10 @@ static void arm_client_recv(struct client *c)
 		return;
 	if (c->in_len == c->in_cap)
 		return; /* caller must make room first */
+	if (c->tls) {
+		tls_arm_recv(c);
+		return;
+	}
 	sqe = worker_sqe(c->w);
 	io_uring_prep_recv(sqe, c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
 	/* Between requests the socket is usually empty: wait for readiness instead of
@@ -203,8 +219,13 @@ static void arm_client_recv(struct client *c)
 
 static void client_sendmsg(struct client *c)
 {
-	struct io_uring_sqe *sqe = worker_sqe(c->w);
+	struct io_uring_sqe *sqe;
 
+	if (c->tls && !c->tls_ktx) {
+		tls_send_plain(c);
+		return;
+	}
+	sqe = worker_sqe(c->w);
 	if (!c->iov[1].iov_len) {
 		/* One buffer: plain send skips the msghdr copy-in. */
 		io_uring_prep_send(sqe, c->fd, c->iov[0].iov_base, c->iov[0].iov_len, MSG_NOSIGNAL);
@@ -281,6 +302,239 @@ static bool iov_advance(struct iovec *iov, size_t n)
 		iov[1].iov_len = 0;
 	}
 	return iov[0].iov_len == 0 && iov[1].iov_len == 0;
+}
+
+/* ---- TLS on the client socket (tls.h): ciphertext on the wire, plaintext for the state machine ---- */
+
+static void exchange_end(struct client *c, bool close_client);
+
+/* Sends queued ciphertext unless a send is in flight (its completion sends the rest). */
+static void tls_flush(struct client *c)
+{
+	struct io_uring_sqe *sqe;
+	const char *p;
+	size_t n;
+
+	if (c->tls_sending || c->closing)
+		return;
+	n = tls_out_next(c->tls, &p);
+	if (!n)
+		return;
+	sqe = worker_sqe(c->w);
+	io_uring_prep_send(sqe, c->fd, p, n, MSG_NOSIGNAL);
+	io_uring_sqe_set_data64(sqe, op_data(c, OP_CLIENT_SEND));
+	c->tls_sending = true;
+	c->pending++;
+}
+
+/* Decrypts buffered records into c->in; output OpenSSL made meanwhile (a KeyUpdate answer) goes out. */
+static ssize_t tls_read_into(struct client *c)
+{
+	ssize_t n = tls_read(c->tls, c->in + c->in_len, c->in_cap - c->in_len);
+	const char *p;
+
+	/* The kernel owns our sending direction: OpenSSL's answer cannot go out. */
+	if (c->tls_ktx && tls_out_next(c->tls, &p))
+		return -EPROTO;
+	tls_flush(c);
+	return n;
+}
+
+/* Plaintext in c->iov is encrypted at once; the state machine hears of it when all ciphertext is out. */
+static void tls_send_plain(struct client *c)
+{
+	struct io_uring_sqe *sqe;
+	uint32_t total = 0;
+
+	for (int i = 0; i < 2; i++) {
+		if (!c->iov[i].iov_len)
+			continue;
+		if (tls_write(c->tls, c->iov[i].iov_base, c->iov[i].iov_len)) {
+			log_debug("listener %s: TLS write failed: closing",
+				  wcfg(c->w)->listeners[c->listener].name);
+			client_close(c);
+			return;
+		}
+		total += (uint32_t)c->iov[i].iov_len;
+	}
+	c->tls_plain = total;
+	c->send_busy = true;
+	tls_flush(c);
+	if (!c->tls_sending) {
+		/* Nothing to send: complete through a no-op so the caller's flow stays the same. */
+		sqe = worker_sqe(c->w);
+		io_uring_prep_nop(sqe);
+		io_uring_sqe_set_data64(sqe, op_data(c, OP_CLIENT_SEND));
+		c->pending++;
+	}
+}
+
+/* Arms the next read: plaintext already decrypted (via a no-op), a kTLS recvmsg, or ciphertext. */
+static void tls_arm_recv(struct client *c)
+{
+	struct io_uring_sqe *sqe;
+	size_t len;
+	char *p;
+
+	if (c->state != CS_TLS) {
+		if (tls_read_buffered(c->tls)) {
+			ssize_t n = tls_read_into(c);
+
+			if (n != TLS_WANT) {
+				c->tls_ready = (int)n;
+				c->tls_ready_nop = true;
+				sqe = worker_sqe(c->w);
+				io_uring_prep_nop(sqe);
+				io_uring_sqe_set_data64(sqe, op_data(c, OP_CLIENT_RECV));
+				c->recv_armed = true;
+				c->pending++;
+				return;
+			}
+		}
+		if (tls_ktls_pending(c->tls) && !c->tls_sending && !c->send_busy) {
+			int m = tls_ktls_try(c->tls, c->fd);
+
+			c->tls_ktx = m & TLS_KTLS_TX;
+			c->tls_krx = m & TLS_KTLS_RX;
+		}
+		if (c->tls_krx) {
+			sqe = worker_sqe(c->w);
+			io_uring_prep_recvmsg(sqe, c->fd,
+					      tls_ktls_rxmsg(c->tls, c->in + c->in_len, c->in_cap - c->in_len), 0);
+			if (c->state == CS_HEAD && c->in_len == 0)
+				sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
+			io_uring_sqe_set_data64(sqe, op_data(c, OP_CLIENT_RECV));
+			c->recv_armed = true;
+			c->pending++;
+			return;
+		}
+	}
+	p = tls_in_space(c->tls, &len);
+	sqe = worker_sqe(c->w);
+	io_uring_prep_recv(sqe, c->fd, p, len, 0);
+	if (c->state == CS_HEAD && c->in_len == 0)
+		sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
+	io_uring_sqe_set_data64(sqe, op_data(c, OP_CLIENT_RECV));
+	c->recv_armed = true;
+	c->pending++;
+}
+
+static void tls_handshake_step(struct client *c)
+{
+	int r = tls_handshake(c->tls);
+	const char *p;
+	size_t n;
+
+	if (r == -EPROTO) {
+		/* The alert goes out first; tls_sent closes after it. */
+		c->tls_fail = true;
+		tls_flush(c);
+		if (!c->tls_sending)
+			client_close(c);
+		return;
+	}
+	if (r == TLS_WANT) {
+		tls_flush(c);
+		arm_client_recv(c);
+		return;
+	}
+	c->state = CS_HEAD;
+	set_deadline(c, DL_IDLE, wcfg(c->w)->timeouts.client_header_ms);
+	/* The last flight (session tickets, a few hundred bytes) goes out now on a fresh socket,
+	 * so the kernel can take the record layer over before the first request. */
+	while (tls_ktls_pending(c->tls) && !c->tls_sending && (n = tls_out_next(c->tls, &p))) {
+		ssize_t k = send(c->fd, p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+
+		if (k <= 0)
+			break;
+		tls_out_sent(c->tls, (size_t)k);
+	}
+	tls_flush(c);
+	client_start_read(c);
+}
+
+static void client_tls_accept(struct client *c)
+{
+	struct tls_reg *r = c->w->snap->tls;
+
+	c->tls = tls_conn_new(r, c->listener);
+	if (!c->tls) {
+		client_close(c);
+		return;
+	}
+	c->state = CS_TLS;
+	set_deadline(c, DL_IDLE, tls_handshake_timeout_ms(r, c->listener));
+	arm_client_recv(c);
+}
+
+/* A read completed on a TLS connection: true when *res (now plaintext bytes, 0 or an error) goes on. */
+static bool tls_recv_done(struct client *c, int *res)
+{
+	ssize_t n;
+
+	if (c->tls_ready_nop) {
+		c->tls_ready_nop = false;
+		*res = c->tls_ready;
+		return true;
+	}
+	if (c->tls_krx) {
+		*res = tls_ktls_rxresult(c->tls, *res);
+		return true;
+	}
+	if (*res == -ENOBUFS || *res == -EINTR || *res == -EAGAIN)
+		return true;
+	if (*res <= 0) {
+		if (c->state == CS_TLS) {
+			client_close(c);
+			return false;
+		}
+		return true;
+	}
+	tls_in_commit(c->tls, (size_t)*res);
+	if (c->state == CS_TLS) {
+		tls_handshake_step(c);
+		return false;
+	}
+	n = tls_read_into(c);
+	if (n == TLS_WANT) {
+		arm_client_recv(c);
+		return false;
+	}
+	*res = (int)n;
+	return true;
+}
+
+/* A send completed on a TLS connection: true when the state machine's own send is done (*res its size). */
+static bool tls_sent(struct client *c, int *res)
+{
+	if (!c->tls_sending)
+		return true; /* a plaintext send under kTLS, or the empty no-op */
+	c->tls_sending = false;
+	if (c->closing)
+		return false;
+	if (*res < 0) {
+		if (c->send_busy)
+			return true;
+		c->error = "client went away";
+		if (c->have_req)
+			exchange_end(c, true);
+		else
+			client_close(c);
+		return false;
+	}
+	if (tls_out_sent(c->tls, (size_t)*res)) {
+		tls_flush(c);
+		return false;
+	}
+	if (c->tls_fail) {
+		client_close(c);
+		return false;
+	}
+	if (c->send_busy) {
+		*res = (int)c->tls_plain;
+		return true;
+	}
+	return false;
 }
 
 /* ---- upstream connections ---------------------------------------------------- */
@@ -390,6 +644,10 @@ void proxy_accept(struct worker *w, struct wlistener *l, int fd)
 		close(fd);
 		return;
 	}
+	if (cfg->listeners[l->idx].tcp_route >= 0) {
+		splice_accept_tcp(w, l->idx, fd); /* pure L4 listener (splice.h) */
+		return;
+	}
 	c = aligned_alloc(16, sizeof(*c));
 	if (!c) {
 		close(fd);
@@ -424,6 +682,10 @@ void proxy_accept(struct worker *w, struct wlistener *l, int fd)
 	STAT_ADD(w, active, 1);
 	c->state = CS_HEAD;
 	c->keep_alive = true;
+	if (tls_listener_on(w->snap->tls, l->idx)) {
+		client_tls_accept(c);
+		return;
+	}
 	set_deadline(c, DL_IDLE, cfg->timeouts.client_header_ms);
 	arm_client_recv(c);
 }
@@ -510,6 +772,41 @@ static void lb_finish(struct client *c)
 	c->lb_begun = false;
 }
 
+/*
+ * Route in splice mode, exchange complete and nothing buffered or in flight
+ * on either side: the kernel relays the rest (splice.h). 0 when handed off
+ * (or closed because splice is required), else the HTTP path carries on.
+ */
+static int exchange_splice(struct client *c)
+{
+	struct worker *w = c->w;
+	struct upconn *u = c->up;
+	uint32_t used = c->body_off < c->in_len ? c->body_off : c->in_len;
+	struct splice_origin o = {
+		.client = (struct sockaddr *)&c->peer, .listener = c->listener, .route = c->route,
+		.pool = c->pool, .server = c->server, .first_in = c->bytes_in,
+		.first_out = c->bytes_out,
+	};
+	int rc;
+
+	/* A TLS connection never splices: its bytes on the wire are records, not HTTP. */
+	if (c->tls || !splice_wanted(wcfg(w), c->route) || !c->keep_alive || w->draining || c->closing ||
+	    !c->have_req || !c->req_body_done || c->status < 200 || c->status >= 400 ||
+	    c->pending || c->send_busy || !u->resp_done || !u->reusable || u->off != u->len ||
+	    u->pending || u->send_busy || u->recv_armed)
+		return -EAGAIN;
+	rc = splice_handoff(w, c->fd, u->fd, c->in + used, c->in_len - used, &o);
+	if (rc == -EAGAIN)
+		return rc;
+	/* Handed off (the splice module holds its own fds) or refused: we are done here. */
+	c->have_req = false;
+	c->up = NULL;
+	u->reusable = false;
+	up_close(u);
+	client_close(c);
+	return 0;
+}
+
 /* The exchange is over (successfully or not): log it, then keep or drop the connection. */
 static void exchange_end(struct client *c, bool close_client)
 {
@@ -517,6 +814,8 @@ static void exchange_end(struct client *c, bool close_client)
 
 	lb_finish(c);
 	log_exchange(c);
+	if (c->up && !close_client && exchange_splice(c) == 0)
+		return;
 	if (c->up) {
 		struct upconn *u = c->up;
 
@@ -565,6 +864,8 @@ static void client_send_out(struct client *c, uint32_t len, const char *extra, s
 static void client_linger(struct client *c)
 {
 	c->state = CS_LINGER;
+	if (c->tls && !c->tls_sending)
+		tls_close_notify(c->tls, c->fd);
 	shutdown(c->fd, SHUT_WR);
 	set_deadline(c, DL_LINGER, LINGER_MS);
 	c->in_len = 0;
@@ -964,7 +1265,7 @@ static void exchange_send_request(struct client *c)
 		.client = (struct sockaddr *)&c->peer,
 		.client_ip = c->peer_ip[0] ? c->peer_ip : NULL,
 		.client_trusted = c->trusted,
-		.tls = false,
+		.tls = c->tls != NULL,
 		.host_rewrite = r->host_rewrite,
 		.request_id = c->request_id,
 		.upstream_keep_alive = uc->keepalive > 0,
@@ -1417,6 +1718,8 @@ static void on_client_send(struct client *c, int res)
 {
 	struct upconn *u = c->up;
 
+	if (c->tls && !tls_sent(c, &res))
+		return;
 	c->send_busy = false;
 	if (c->closing)
 		return;
@@ -1491,6 +1794,8 @@ static void on_client_recv(struct client *c, int res)
 {
 	c->recv_armed = false;
 	if (c->closing)
+		return;
+	if (c->tls && !tls_recv_done(c, &res))
 		return;
 	if (res == -ENOBUFS || res == -EINTR || res == -EAGAIN) {
 		arm_client_recv(c);
@@ -1585,6 +1890,9 @@ void proxy_complete(struct worker *w, void *obj, enum op op, int res, unsigned f
 		on_up_send(u, res);
 		return;
 	}
+	case OP_SPLICE:
+		splice_complete(w, obj, res, flags);
+		return;
 	default:
 		return;
 	}
@@ -1675,6 +1983,7 @@ void proxy_close_all(struct worker *w)
 			client_close(c);
 		}
 	}
+	splice_close_all(w); /* spliced connections ran on until the deadline */
 	proxy_drain(w);
 }
 
@@ -1692,6 +2001,9 @@ void proxy_reap(struct worker *w)
 		close(c->fd);
 		w->nclients--;
 		STAT_ADD(w, active, -1);
+		if (c->tls && c->state == CS_TLS)
+			tls_conn_failed(c->tls); /* timed out or dropped mid-handshake */
+		tls_conn_free(c->tls);
 		free(c->in);
 		free(c->out);
 		free(c);

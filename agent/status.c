@@ -5,6 +5,7 @@
 
 #include "agent.h"
 #include "netaddr.h"
+#include "tls.h"
 
 const char *status_algorithm_name(int algorithm)
 {
@@ -79,6 +80,7 @@ static int cmd_status(void *ctx, const struct control_req *req, struct jsonw *w,
 		jsonw_str(w, "address",
 			  net_addr_format((const struct sockaddr *)&cfg->listeners[i].addr.ss, addr,
 					  sizeof(addr)));
+		tls_status_listener(a->tls, i, w); /* "tls": off | ktls | userspace, and its counts */
 		jsonw_obj_end(w);
 	}
 	jsonw_arr_end(w);

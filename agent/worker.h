@@ -19,12 +19,14 @@ struct guard;
 struct gate;
 struct metrics;
 struct metrics_worker;
+struct tls_reg;
 
 /* An immutable published configuration with its shared balancer state. */
 struct snapshot {
 	struct config *cfg;
 	struct lb_pool *pools;  /* one per cfg->upstreams entry */
 	char ***server_names;   /* [pool][server] "ip:port", for logs */
+	struct tls_reg *tls;    /* TLS listeners' contexts (tls.h), NULL when none; set before workers start */
 	_Atomic int refs;       /* holders: the publisher and each worker using it */
 };
 
@@ -44,6 +46,7 @@ enum op {
 	OP_UP_SEND,
 	OP_TICK,
 	OP_WAKE,
+	OP_SPLICE,      /* splice.c: user_data points at a struct splice_io */
 };
 #define OP_MASK 0xfull
 

@@ -33,6 +33,16 @@ struct {
 	__type(value, struct splice_sock);
 } splice_conns SEC(".maps");
 
+/* Per socket: bytes clawd relayed for it while paused (u64). Written only by
+ * clawd (a whole-value update cannot clobber the program's counters); read
+ * by the program to know when it may redirect again without reordering. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SPLICE_MAX_SOCKS);
+	__type(key, __u64);
+	__type(value, __u64);
+} splice_delivered SEC(".maps");
+
 /* Global counters (enum splice_counter), per CPU; read by clawd's splice.stats. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -55,7 +65,8 @@ static __always_inline void count(__u32 id, __u64 n)
  * pins (psock backlog + send queue). Sequence arithmetic in 32 bits is exact
  * because the value itself stays far below 4 GiB (it is bounded by budget).
  */
-static __always_inline __u32 peer_inflight(struct splice_sock *s, struct bpf_sock *peer)
+static __always_inline __u32 peer_inflight(struct splice_sock *s, __u64 delivered,
+					  struct bpf_sock *peer)
 {
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(peer);
 	__u32 una, wseq;
@@ -66,10 +77,10 @@ static __always_inline __u32 peer_inflight(struct splice_sock *s, struct bpf_soc
 	if (!s->una_set) {
 		/* First redirect: everything clawd wrote before is the baseline. */
 		wseq = tp->write_seq;
-		s->una_base = wseq - (__u32)(s->redirected + s->delivered);
+		s->una_base = wseq - (__u32)(s->redirected + delivered);
 		s->una_set = 1;
 	}
-	return (__u32)s->una_base + (__u32)(s->redirected + s->delivered) - una;
+	return (__u32)s->una_base + (__u32)(s->redirected + delivered) - una;
 }
 
 SEC("sk_skb/stream_verdict")
@@ -79,6 +90,7 @@ int splice_verdict(struct __sk_buff *skb)
 	struct splice_sock *s;
 	struct bpf_sock *peer;
 	__u32 len = skb->len;
+	__u64 delivered, *dv;
 	__u32 inflight;
 
 	/* A zero-length skb carries the FIN: redirected it would set EPIPE on the
@@ -95,18 +107,19 @@ int splice_verdict(struct __sk_buff *skb)
 		count(SPLICE_C_NO_PEER, 1);
 		return SK_PASS;
 	}
-	if (s->state == SPLICE_PAUSED) {
-		/* Resume only when clawd has moved every byte left here: anything
-		 * redirected earlier would overtake them. */
-		if (s->delivered != s->passed)
-			goto pass;
-	}
+	/* Redirect only when clawd has moved every byte ever left on this socket
+	 * (paused, or passed while the peer was not in the map yet): a byte
+	 * redirected now would overtake them. */
+	dv = bpf_map_lookup_elem(&splice_delivered, &cookie);
+	delivered = dv ? *dv : 0;
+	if (delivered != s->passed)
+		goto pass;
 	peer = bpf_map_lookup_elem(&splice_socks, &s->peer);
 	if (!peer) {
 		count(SPLICE_C_REDIRECT_FAIL, 1);
 		goto pass;
 	}
-	inflight = peer_inflight(s, peer);
+	inflight = peer_inflight(s, delivered, peer);
 	bpf_sk_release(peer);
 	if ((__u64)inflight + len > s->budget) {
 		/* Over budget: the bytes stay on this socket, charged to its receive

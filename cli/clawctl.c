@@ -222,9 +222,18 @@ static int cmd_status(struct ctl *ctl, int argc, char **argv)
 		printf(" %s", gi->type == JSONR_STRING ? gi->str : "?");
 	printf("\n");
 	const struct jsonr_node *l = jsonr_child(&j, jsonr_get(&j, r, "listeners"));
-	for (bool first = true; l; l = jsonr_next(&j, l), first = false)
-		printf("%-12s %-16s %s\n", first ? "listeners" : "", jsonr_get_str(&j, l, "name"),
+	for (bool first = true; l; l = jsonr_next(&j, l), first = false) {
+		const char *tls = jsonr_get_str(&j, l, "tls");
+
+		printf("%-12s %-16s %s", first ? "listeners" : "", jsonr_get_str(&j, l, "name"),
 		       jsonr_get_str(&j, l, "address"));
+		/* TLS path (docs/tls.md): where the record layer runs, and how many went each way. */
+		if (tls && strcmp(tls, "off"))
+			printf("  tls %s (%lld kTLS, %lld userspace connections)", tls,
+			       (long long)jsonr_get_int(&j, l, "ktls_connections", 0),
+			       (long long)jsonr_get_int(&j, l, "userspace_tls_connections", 0));
+		printf("\n");
+	}
 	const struct jsonr_node *u = jsonr_child(&j, jsonr_get(&j, r, "upstreams"));
 	for (bool first = true; u; u = jsonr_next(&j, u), first = false) {
 		long long n = jsonr_get_int(&j, u, "servers", 0);
@@ -1298,6 +1307,145 @@ static int cmd_top(struct ctl *ctl, int argc, char **argv)
 	return obs_top(obs_call, ctl, argc, argv);
 }
 
+/* ---- splice (docs/splice.md) ---- */
+
+static void splice_list_print(const struct jsonr *j)
+{
+	const struct jsonr_node *c = jsonr_child(j, jsonr_get(j, &j->nodes[0], "connections"));
+	char age[32];
+
+	if (!c) {
+		printf("no spliced connections\n");
+		return;
+	}
+	printf("%-22s %-22s %-10s %-9s %14s %14s %8s %s\n", "CLIENT", "BACKEND", "ROUTE", "PATH",
+	       "TO_BACKEND", "TO_CLIENT", "PAUSES", "AGE");
+	for (; c; c = jsonr_next(j, c)) {
+		const char *cl = jsonr_get_str(j, c, "client"), *be = jsonr_get_str(j, c, "backend");
+		const char *rt = jsonr_get_str(j, c, "route"), *pa = jsonr_get_str(j, c, "path");
+
+		format_duration((uint64_t)jsonr_get_int(j, c, "age_ms", 0) / 1000, age, sizeof(age));
+		printf("%-22s %-22s %-10s %-9s %14lld %14lld %8lld %s\n", cl ? cl : "?", be ? be : "?",
+		       rt ? rt : "?", pa ? pa : "?", (long long)jsonr_get_int(j, c, "bytes_to_backend", 0),
+		       (long long)jsonr_get_int(j, c, "bytes_to_client", 0),
+		       (long long)jsonr_get_int(j, c, "pauses", 0), age);
+	}
+}
+
+static int cmd_splice(struct ctl *ctl, int argc, char **argv)
+{
+	const char *sub = argc > 1 ? argv[1] : NULL;
+	char buf[128], cmd[24];
+	struct jsonw w;
+	struct jsonr j;
+	char *raw = NULL;
+	int rc;
+
+	if (!sub)
+		return usage_error("splice: missing subcommand (list or stats)");
+	if (strcmp(sub, "list") && strcmp(sub, "stats"))
+		return usage_error("splice: unknown subcommand '%s' (want list or stats)", sub);
+	if (argc > 2)
+		return usage_error("splice %s: unexpected argument '%s'", sub, argv[2]);
+	snprintf(cmd, sizeof(cmd), "splice.%s", sub);
+	jsonw_init(&w, buf, sizeof(buf));
+	jsonw_obj_begin(&w);
+	jsonw_str(&w, "cmd", cmd);
+	if ((rc = ctl_send_obj(ctl, &w, &j, &raw)))
+		return rc;
+	if (ctl->json)
+		printf("%s\n", raw);
+	else if (!strcmp(sub, "list"))
+		splice_list_print(&j);
+	else
+		for (const struct jsonr_node *m = jsonr_child(&j, &j.nodes[0]); m; m = jsonr_next(&j, m)) {
+			if (!strcmp(jsonr_key(&j, m), "ok"))
+				continue;
+			printf("%-16s ", jsonr_key(&j, m));
+			if (m->type == JSONR_OBJECT)
+				for (const struct jsonr_node *k = jsonr_child(&j, m); k; k = jsonr_next(&j, k)) {
+					printf("%s%s=", k == jsonr_child(&j, m) ? "" : ", ", jsonr_key(&j, k));
+					print_scalar(stdout, k);
+				}
+			else
+				print_scalar(stdout, m);
+			putchar('\n');
+		}
+	return 0;
+}
+
+/* ---- tls status | tls reload (docs/tls.md) ---- */
+
+static int tls_status_print(const struct jsonr *j)
+{
+	const struct jsonr_node *r = &j->nodes[0];
+	const struct jsonr_node *ok = jsonr_get(j, r, "ktls_kernel");
+	long long warn = jsonr_get_int(j, r, "warn_days", 14);
+
+	printf("%-12s %s (%s)\n", "kernel kTLS", ok && ok->type == JSONR_BOOL && ok->b ? "yes" : "no",
+	       jsonr_get_str(j, r, "ktls_probe"));
+	for (const struct jsonr_node *l = jsonr_child(j, jsonr_get(j, r, "listeners")); l;
+	     l = jsonr_next(j, l)) {
+		printf("\nlistener %s: %s record layer, loaded %s\n", jsonr_get_str(j, l, "name"),
+		       jsonr_get_str(j, l, "path"), jsonr_get_str(j, l, "loaded"));
+		printf("  handshakes %lld ok, %lld failed, %lld resumed; connections %lld kTLS "
+		       "(%lld TX only), %lld userspace; kTLS failures %lld keyupdate, %lld install\n",
+		       (long long)jsonr_get_int(j, l, "handshakes", 0),
+		       (long long)jsonr_get_int(j, l, "handshake_failures", 0),
+		       (long long)jsonr_get_int(j, l, "resumed", 0),
+		       (long long)jsonr_get_int(j, l, "ktls_connections", 0),
+		       (long long)jsonr_get_int(j, l, "ktls_tx_only", 0),
+		       (long long)jsonr_get_int(j, l, "userspace_connections", 0),
+		       (long long)jsonr_get_int(j, l, "ktls_keyupdate_failures", 0),
+		       (long long)jsonr_get_int(j, l, "ktls_install_failures", 0));
+		printf("  %-8s %-10s %-22s %6s  %s\n", "", "KEY", "EXPIRES", "DAYS", "NAMES / FILE");
+		for (const struct jsonr_node *c = jsonr_child(j, jsonr_get(j, l, "certificates")); c;
+		     c = jsonr_next(j, c)) {
+			const struct jsonr_node *d = jsonr_get(j, c, "default");
+			long long days = jsonr_get_int(j, c, "days_left", 0);
+
+			printf("  %-8s %-10s %-22s %6lld  ",
+			       d && d->type == JSONR_BOOL && d->b ? "default" : "", jsonr_get_str(j, c, "key"),
+			       jsonr_get_str(j, c, "not_after"), days);
+			for (const struct jsonr_node *n = jsonr_child(j, jsonr_get(j, c, "names")); n;
+			     n = jsonr_next(j, n))
+				printf("%s ", n->type == JSONR_STRING ? n->str : "?");
+			printf("(%s)%s\n", jsonr_get_str(j, c, "file"),
+			       days < 0 ? "  EXPIRED" : days < warn ? "  WARNING: expires soon" : "");
+		}
+	}
+	return 0;
+}
+
+static int cmd_tls(struct ctl *ctl, int argc, char **argv)
+{
+	const char *sub = argc > 1 ? argv[1] : NULL;
+	struct jsonr j;
+	char *raw = NULL;
+	int rc;
+
+	if (!sub)
+		return usage_error("tls: missing subcommand (status or reload)");
+	if (strcmp(sub, "status") && strcmp(sub, "reload"))
+		return usage_error("tls: unknown subcommand '%s' (want status or reload)", sub);
+	if (argc > 2)
+		return usage_error("tls %s: unexpected argument '%s'", sub, argv[2]);
+	rc = ctl_request(ctl, !strcmp(sub, "status") ? "{\"cmd\":\"tls.status\"}\n"
+						      : "{\"cmd\":\"tls.reload\"}\n",
+			 &j, &raw);
+	if (rc)
+		return rc;
+	if (ctl->json) {
+		printf("%s\n", raw);
+		return 0;
+	}
+	if (!strcmp(sub, "status"))
+		return tls_status_print(&j);
+	printf("certificates reloaded (reload %lld); open connections keep theirs\n",
+	       (long long)jsonr_get_int(&j, &j.nodes[0], "reloads", 0));
+	return 0;
+}
+
 static const struct ctl_cmd commands[] = {
 	{ "status", "status                 what runs, since when, how busy", cmd_status },
 	{ "ping", "ping                   is clawd answering?", cmd_ping },
@@ -1328,6 +1476,13 @@ static const struct ctl_cmd commands[] = {
 		      "                         server state and health; take a server out gracefully,\n"
 		      "                         put it back, change its weight (kept across restarts)",
 	  cmd_backends },
+	{ "splice", "splice list | splice stats\n"
+		    "                         connections relayed in the kernel (client, backend, bytes, age);\n"
+		    "                         program state, fallbacks, kernel counters",
+	  cmd_splice },
+	{ "tls", "tls status | tls reload\n"
+		 "                         certificates (names, expiry), kTLS use; reload certificates and keys",
+	  cmd_tls },
 };
 
 static void usage(FILE *f)

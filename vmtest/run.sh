@@ -122,11 +122,18 @@ if [ ! -x "$probe" ] || [ vmtest/ktls_probe.c -nt "$probe" ] || [ selftests/test
 	$CC -O2 -g -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wformat=2 \
 		-D_GNU_SOURCE -Iselftests $SANFLAGS vmtest/ktls_probe.c -lcrypto -o "$probe" || die "cannot build $probe"
 fi
+# clawd terminating TLS in the guest (vmtest/tls_e2e.c): its client, backend and CA in one program.
+tls_e2e=$BUILD/vmtest/tls_e2e
+if [ ! -x "$tls_e2e" ] || [ vmtest/tls_e2e.c -nt "$tls_e2e" ] || [ selftests/test.h -nt "$tls_e2e" ]; then
+	$CC -O2 -g -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wformat=2 \
+		-D_GNU_SOURCE -Iselftests $SANFLAGS vmtest/tls_e2e.c -lssl -lcrypto -pthread -o "$tls_e2e" ||
+		die "cannot build $tls_e2e"
+fi
 
 # The test list: group/name of every program to run, or "skip group/name why".
 want() { [ -z "$FILTER" ] || [[ "$1" == *"$FILTER"* ]]; }
 tests=() skips=()
-for t in "$BUILD"/selftests/unit/test_* "$BUILD"/selftests/bpf/test_* "$probe"; do
+for t in "$BUILD"/selftests/unit/test_* "$BUILD"/selftests/bpf/test_* "$probe" "$tls_e2e"; do
 	[ -f "$t" ] && [ -x "$t" ] || continue
 	name=$(basename "$(dirname "$t")")/$(basename "$t")
 	want "$name" || continue
@@ -226,6 +233,12 @@ build_initramfs() {
 			echo "run $name" >>"$root/vmtest/tests.list"
 		fi
 	done
+	# clawd itself, for vmtest/tls_e2e (it runs /vmtest/bin/clawd).
+	if [ -x "$BUILD/clawd" ]; then
+		mkdir -p "$root/vmtest/bin"
+		cp -L "$BUILD/clawd" "$root/vmtest/bin/clawd"
+		copy_libs "$BUILD/clawd" "$root"
+	fi
 	# Python-based end-to-end tests stay on the host (no interpreter in the guest).
 	mkdir -p "$root/vmtest/src"
 	for t in $DATA_DIRS; do

@@ -26,16 +26,16 @@ enum splice_state {
 /*
  * One socket of a spliced pair, keyed by its socket cookie; the value
  * describes the direction "bytes read on this socket → peer". Written by
- * clawd at insertion (peer, budget, baselines zero), updated by the program
- * (counters, state) and by clawd (delivered, state back to RUN).
+ * clawd once, before the socket enters the SOCKHASH (peer, budget, zeros);
+ * after that only the program writes it (one writer: the socket's receive
+ * path), so clawd's own progress lives in splice_delivered.
  */
 struct splice_sock {
 	__u64 peer;         /* socket cookie of the partner (key in the SOCKHASH) */
 	__u64 budget;       /* bytes redirected but not yet acknowledged by the peer's receiver, at most */
 	__u64 redirected;   /* bytes redirected to the peer by the program */
 	__u64 passed;       /* bytes left on this socket (SK_PASS) while paused, for clawd to relay */
-	__u64 delivered;    /* of those, bytes clawd has read and written to the peer (clawd writes) */
-	__u64 una_base;     /* peer's snd_una when the first byte was redirected */
+	__u64 una_base;     /* peer's write_seq at the first redirect, minus what was counted before */
 	__u64 pauses;       /* times the budget stopped the redirect */
 	__u64 drops;        /* zero-length skbs (FIN) dropped */
 	__u32 state;        /* enum splice_state */
@@ -43,6 +43,9 @@ struct splice_sock {
 	__u32 inflight_max; /* largest in-flight value seen at a redirect, bytes */
 	__u32 pad;
 };
+
+/* Bytes of `passed` that clawd has read and written to the peer: value of
+ * splice_delivered, keyed by the same cookie, written only by clawd. */
 
 /* Global counters (splice_stats, per-CPU array index). */
 enum splice_counter {

@@ -1,0 +1,1208 @@
+/* agent/splice.c — sockmap splice: the program's lifetime, hand-off of connections into the SOCKHASH, FIN/RST propagation, the paused relay, accounting. */
+#include "splice.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/sockios.h>
+#include <netinet/in.h>
+#include <linux/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "accesslog.h"
+#include "control.h"
+#include "lb.h"
+#include "list.h"
+#include "log.h"
+#include "metrics.h"
+#include "netaddr.h"
+#include "openclaw/splice.h"
+#include "sk_splice.skel.h"
+#include "worker.h"
+
+#ifndef BPF_FS_MAGIC
+#define BPF_FS_MAGIC 0xcafe4a11
+#endif
+
+#define RELAY_BUF (64 * 1024)   /* userspace relay buffer per direction */
+#define FAST_MS 2               /* re-check period while a direction drains or relays */
+#define SLOW_MS 50              /* re-check period otherwise (pauses, idle timeout) */
+
+enum sio_kind { SIO_POLL, SIO_SEND, SIO_RECV, SIO_TIMER, SIO_CONNECT, SIO_N };
+
+struct splice_conn;
+
+/* One io_uring operation slot; its address is the user_data (16-byte aligned). */
+struct splice_io {
+	struct splice_conn *c;
+	uint8_t kind;  /* enum sio_kind */
+	uint8_t side;  /* 0 client, 1 backend */
+} __attribute__((aligned(16)));
+
+/* Bytes read on side i and written to side !i. */
+struct splice_dir {
+	bool eof;          /* side i sent its FIN */
+	bool shut;         /* we shut the write side of !i */
+	bool send_busy;    /* a relay send to !i is in flight */
+	bool recv_busy;    /* a relay recv on i is in flight (userspace mode) */
+	char *buf;         /* relay buffer, allocated on first use */
+	uint32_t len, off; /* bytes in buf / already sent */
+	uint64_t user;     /* bytes clawd relayed in this direction after the hand-off */
+	uint64_t w0;       /* bytes written to !i before the hand-off (TCP_INFO + SIOCOUTQ) */
+};
+
+struct splice_conn {
+	struct splice_io io[2][SIO_N];
+	struct worker *w;
+	int fd[2];
+	uint64_t cookie[2];
+	bool in_map[2];
+	bool kernel;          /* relayed by the program; false = userspace relay */
+	bool connected;
+	bool closing;
+	bool poll_armed[2];
+	bool rdhup_seen[2];
+	bool timer_armed;
+	bool lb_begun;
+	int pending;
+	struct splice_dir d[2];
+	uint64_t start_ns, start_real_ns, last_ms, last_total;
+	unsigned listener;
+	int route, pool, server;
+	uint64_t first_in, first_out;
+	struct sockaddr_storage peer;
+	char peer_s[NET_ADDR_STRLEN + 8];
+	struct __kernel_timespec ts;
+	const char *error;
+	struct dlist node;    /* in sp->conns (control's view), when listed */
+	struct dlist wnode;   /* in its worker's list, for drain */
+} __attribute__((aligned(16)));
+
+#define SPLICE_MAX_WORKERS 1024
+
+/* Each worker's connections; only that worker touches its list (no lock). */
+static struct dlist g_wlists[SPLICE_MAX_WORKERS];
+
+struct splice {
+	struct sk_splice *skel;
+	int hash_fd, conns_fd, delivered_fd, stats_fd, prog_fd;
+	bool attached;
+	struct cfg_splice cfg;
+	pthread_mutex_t lock;  /* conns list: workers add/remove, the control thread reads */
+	struct dlist conns;
+	unsigned nconns;
+	_Atomic uint64_t spliced, fallbacks, insert_fails, refused, closed, resets, idle_closed;
+	_Atomic uint64_t relayed_bytes, bytes_c2b, bytes_b2c;
+	_Atomic uint64_t duration_ms;  /* summed lifetime of closed spliced connections */
+};
+
+static struct splice *g_sp;            /* the loaded program, or NULL */
+static _Atomic int g_mode = -1;        /* enum cfg_splice_enabled of the running config */
+static _Atomic bool g_warned;          /* the fallback was logged */
+static _Atomic uint64_t g_fallbacks;   /* connections relayed in userspace because splice was unavailable */
+static char g_why[160];                /* why the program is not loaded */
+
+static uint64_t now_realtime_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
+}
+
+int splice_wanted(const struct config *cfg, int route)
+{
+	return route >= 0 && cfg->routes[route].mode == CFG_MODE_SPLICE;
+}
+
+static void fallback_once(const char *why)
+{
+	atomic_fetch_add(&g_fallbacks, 1);
+	if (!atomic_exchange(&g_warned, true))
+		log_warn("splice: relaying in userspace instead (%s); counted in splice.stats fallbacks, said once",
+			 why);
+}
+
+/* ---- program lifetime ------------------------------------------------------------- */
+
+static int prepare_dir(const char *dir, char *err, size_t errlen)
+{
+	char tmp[256];
+	struct statfs fs;
+
+	snprintf(tmp, sizeof(tmp), "%s", dir);
+	for (char *p = tmp + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(tmp, 0700) && errno != EEXIST) {
+			snprintf(err, errlen, "splice: pin_dir %s: %s", tmp, strerror(errno));
+			return -errno;
+		}
+		*p = '/';
+	}
+	if (mkdir(tmp, 0700) && errno != EEXIST) {
+		snprintf(err, errlen, "splice: pin_dir %s: %s", tmp, strerror(errno));
+		return -errno;
+	}
+	if (statfs(dir, &fs) || fs.f_type != BPF_FS_MAGIC) {
+		snprintf(err, errlen, "splice: pin_dir %s is not on a bpf file system", dir);
+		return -ENOTSUP;
+	}
+	return 0;
+}
+
+static int load(struct splice *sp, char *err, size_t errlen)
+{
+	struct bpf_map *m;
+	char path[320];
+	int rc;
+
+	if ((rc = prepare_dir(sp->cfg.pin_dir, err, errlen)))
+		return rc;
+	sp->skel = sk_splice__open();
+	if (!sp->skel) {
+		rc = -errno;
+		snprintf(err, errlen, "splice: opening the program: %s", strerror(-rc));
+		return rc;
+	}
+	bpf_map__set_max_entries(sp->skel->maps.splice_socks, sp->cfg.max_connections * 2);
+	bpf_map__set_max_entries(sp->skel->maps.splice_conns, sp->cfg.max_connections * 2);
+	bpf_map__set_max_entries(sp->skel->maps.splice_delivered, sp->cfg.max_connections * 2);
+	bpf_object__for_each_map(m, sp->skel->obj) {
+		if (!strcmp(bpf_map__name(m), ".bss") || strchr(bpf_map__name(m), '.'))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", sp->cfg.pin_dir, bpf_map__name(m));
+		/* Connections do not survive clawd: stale pins of an earlier run go. */
+		unlink(path);
+		bpf_map__set_pin_path(m, path);
+	}
+	rc = sk_splice__load(sp->skel);
+	if (rc) {
+		snprintf(err, errlen, "splice: loading the verdict program: %s", strerror(-rc));
+		return rc;
+	}
+	sp->hash_fd = bpf_map__fd(sp->skel->maps.splice_socks);
+	sp->conns_fd = bpf_map__fd(sp->skel->maps.splice_conns);
+	sp->delivered_fd = bpf_map__fd(sp->skel->maps.splice_delivered);
+	sp->stats_fd = bpf_map__fd(sp->skel->maps.splice_stats);
+	sp->prog_fd = bpf_program__fd(sp->skel->progs.splice_verdict);
+	if (bpf_prog_attach(sp->prog_fd, sp->hash_fd, BPF_SK_SKB_STREAM_VERDICT, 0)) {
+		rc = -errno;
+		snprintf(err, errlen, "splice: attaching the verdict program to the SOCKHASH: %s",
+			 strerror(-rc));
+		return rc;
+	}
+	sp->attached = true;
+	return 0;
+}
+
+static void destroy(struct splice *sp)
+{
+	if (!sp)
+		return;
+	if (sp->attached)
+		bpf_prog_detach2(sp->prog_fd, sp->hash_fd, BPF_SK_SKB_STREAM_VERDICT);
+	if (sp->skel) {
+		struct bpf_map *m;
+
+		/* Nothing outlives clawd here (connections close with it): leave no pins. */
+		bpf_object__for_each_map(m, sp->skel->obj)
+			if (bpf_map__is_pinned(m))
+				bpf_map__unpin(m, NULL);
+		sk_splice__destroy(sp->skel);
+	}
+	pthread_mutex_destroy(&sp->lock);
+	free(sp);
+}
+
+int splice_start(const struct config *cfg, char *err, size_t errlen)
+{
+	bool used = false;
+	struct splice *sp;
+	int rc;
+
+	atomic_store(&g_mode, (int)cfg->splice.enabled);
+	for (unsigned i = 0; i < cfg->nroutes; i++)
+		used |= cfg->routes[i].mode != CFG_MODE_HTTP;
+	if (!used)
+		return 0;
+	if (cfg->splice.enabled == CFG_SPLICE_OFF) {
+		snprintf(g_why, sizeof(g_why), "splice.enabled is off");
+		return 0;
+	}
+	sp = calloc(1, sizeof(*sp));
+	if (!sp)
+		return -ENOMEM;
+	sp->cfg = cfg->splice;
+	pthread_mutex_init(&sp->lock, NULL);
+	dlist_init(&sp->conns);
+	rc = load(sp, err, errlen);
+	if (rc) {
+		snprintf(g_why, sizeof(g_why), "%s", err);
+		destroy(sp);
+		if (cfg->splice.enabled == CFG_SPLICE_REQUIRED)
+			return rc;
+		log_warn("%s; splice and tcp routes are relayed in userspace", err);
+		err[0] = '\0';
+		return 0;
+	}
+	log_notice("splice: verdict program attached, maps pinned in %s, budget %" PRIu64
+		   " bytes per direction", sp->cfg.pin_dir, sp->cfg.budget);
+	__atomic_store_n(&g_sp, sp, __ATOMIC_RELEASE);
+	return 0;
+}
+
+void splice_stop(void)
+{
+	struct splice *sp = __atomic_exchange_n(&g_sp, NULL, __ATOMIC_ACQ_REL);
+	unsigned n;
+
+	if (!sp)
+		return;
+	pthread_mutex_lock(&sp->lock);
+	n = sp->nconns;
+	pthread_mutex_unlock(&sp->lock);
+	if (n) {
+		/* Detaching now would strand live connections: the program stays with the
+		 * pinned map until the last socket closes with the process. */
+		log_notice("splice: %u connections still spliced; program left attached", n);
+		return;
+	}
+	destroy(sp);
+}
+
+/* ---- per-connection plumbing ------------------------------------------------------ */
+
+static struct splice *sp_get(void)
+{
+	return __atomic_load_n(&g_sp, __ATOMIC_ACQUIRE);
+}
+
+static void sq_poll(struct splice_conn *c, int side, unsigned mask)
+{
+	struct io_uring_sqe *sqe = worker_sqe(c->w);
+
+	io_uring_prep_poll_add(sqe, c->fd[side], mask);
+	io_uring_sqe_set_data64(sqe, op_data(&c->io[side][SIO_POLL], OP_SPLICE));
+	c->poll_armed[side] = true;
+	c->pending++;
+}
+
+/* Hang-up and errors only: a readable event never stops firing on a spliced socket. */
+static void arm_poll(struct splice_conn *c, int side)
+{
+	unsigned mask = POLLHUP | POLLERR;
+
+	if (c->poll_armed[side] || c->closing)
+		return;
+	if (!c->rdhup_seen[side])
+		mask |= POLLRDHUP;
+	sq_poll(c, side, mask);
+}
+
+static void arm_timer(struct splice_conn *c, unsigned ms)
+{
+	struct io_uring_sqe *sqe;
+
+	if (c->timer_armed || c->closing)
+		return;
+	c->ts.tv_sec = ms / 1000;
+	c->ts.tv_nsec = (long)(ms % 1000) * 1000000;
+	sqe = worker_sqe(c->w);
+	io_uring_prep_timeout(sqe, &c->ts, 0, 0);
+	io_uring_sqe_set_data64(sqe, op_data(&c->io[0][SIO_TIMER], OP_SPLICE));
+	c->timer_armed = true;
+	c->pending++;
+}
+
+/* Bytes ever written to fd's send side: acknowledged plus still queued (never more than true). */
+static int64_t written_bytes(int fd)
+{
+	struct tcp_info ti;
+	socklen_t len = sizeof(ti);
+	int outq = 0;
+
+	memset(&ti, 0, sizeof(ti));
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0 || ioctl(fd, SIOCOUTQ, &outq) < 0)
+		return -1;
+	/* Read acked first, queue second: an ack in between only lowers the sum. */
+	return (int64_t)ti.tcpi_bytes_acked + outq;
+}
+
+/* Same, exact: nothing writes to fd while this runs (before the hand-off). */
+static int64_t written_bytes_stable(int fd)
+{
+	int64_t a = written_bytes(fd), b;
+
+	for (int i = 0; i < 8; i++) {
+		b = written_bytes(fd);
+		if (a == b)
+			return a;
+		a = b;
+	}
+	return a;
+}
+
+static int read_sock(struct splice *sp, uint64_t cookie, struct splice_sock *out)
+{
+	return bpf_map_lookup_elem(sp->conns_fd, &cookie, out) ? -errno : 0;
+}
+
+static void conn_free(struct splice_conn *c)
+{
+	dlist_del(&c->wnode);
+	c->w->nclients--; /* counted with the worker's clients: a drain waits for us */
+	for (int i = 0; i < 2; i++) {
+		if (c->fd[i] >= 0)
+			close(c->fd[i]);
+		free(c->d[i].buf);
+	}
+	free(c);
+}
+
+static void log_conn(struct splice_conn *c, uint64_t in, uint64_t out)
+{
+	const struct config *cfg = c->w->snap->cfg;
+	struct alog_entry e = { 0 };
+	static const char m_splice[] = "SPLICE", m_tcp[] = "TCP";
+	bool tcp = c->route >= 0 && cfg->routes[c->route].mode == CFG_MODE_TCP;
+
+	if (!c->w->alog)
+		return;
+	e.start_realtime_ns = c->start_real_ns;
+	e.client = (struct sockaddr *)&c->peer;
+	e.method = tcp ? m_tcp : m_splice;
+	e.method_len = tcp ? 3 : 6;
+	e.path = "*";
+	e.path_len = 1;
+	e.bytes_in = in;
+	e.bytes_out = out;
+	e.route = c->route >= 0 ? cfg->routes[c->route].name : NULL;
+	e.upstream = c->pool >= 0 && c->server >= 0 ? c->w->snap->server_names[c->pool][c->server]
+						     : NULL;
+	e.upstream_ns = -1;
+	e.total_ns = c->w->now_ns - c->start_ns;
+	e.error = c->error;
+	e.listener = cfg->listeners[c->listener].name;
+	alog_write(c->w->alog, &e);
+}
+
+/* Bytes carried each way since the hand-off: kernel counters plus clawd's relay. */
+static void conn_bytes(struct splice *sp, struct splice_conn *c, uint64_t *c2b, uint64_t *b2c)
+{
+	uint64_t v[2] = { c->d[0].user, c->d[1].user };
+
+	for (int i = 0; i < 2 && sp && c->kernel; i++) {
+		struct splice_sock s;
+
+		if (read_sock(sp, c->cookie[i], &s) == 0)
+			v[i] = s.redirected + s.passed;
+	}
+	*c2b = v[0];
+	*b2c = v[1];
+}
+
+/* Ends the connection: map entries out, RST both peers when reset, log, free when idle. */
+static void conn_close(struct splice_conn *c, bool reset, const char *why)
+{
+	struct splice *sp = sp_get();
+	uint64_t c2b = 0, b2c = 0;
+
+	if (c->closing)
+		return;
+	c->closing = true;
+	if (why && !c->error)
+		c->error = why;
+	conn_bytes(sp, c, &c2b, &b2c);
+	for (int i = 0; i < 2 && sp; i++) {
+		if (c->in_map[i]) {
+			bpf_map_delete_elem(sp->hash_fd, &c->cookie[i]);
+			bpf_map_delete_elem(sp->conns_fd, &c->cookie[i]);
+			bpf_map_delete_elem(sp->delivered_fd, &c->cookie[i]);
+			c->in_map[i] = false;
+		}
+	}
+	if (reset) {
+		struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+
+		for (int i = 0; i < 2; i++)
+			if (c->fd[i] >= 0)
+				setsockopt(c->fd[i], SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	}
+	if (c->lb_begun) {
+		lb_end(&c->w->snap->pools[c->pool], c->server, 0, c->w->now_ns);
+		c->lb_begun = false;
+	}
+	log_conn(c, c->first_in + c2b, c->first_out + b2c);
+	if (sp) {
+		atomic_fetch_add(&sp->closed, 1);
+		atomic_fetch_add(&sp->bytes_c2b, c2b);
+		atomic_fetch_add(&sp->bytes_b2c, b2c);
+		atomic_fetch_add(&sp->duration_ms, (c->w->now_ns - c->start_ns) / 1000000);
+		if (reset)
+			atomic_fetch_add(&sp->resets, 1);
+	}
+	if (c->node.next && sp) {
+		pthread_mutex_lock(&sp->lock);
+		dlist_del(&c->node);
+		sp->nconns--;
+		pthread_mutex_unlock(&sp->lock);
+		c->node.next = NULL;
+	}
+	for (int i = 0; i < 2; i++) {
+		if (c->fd[i] < 0)
+			continue;
+		if (c->pending) {
+			struct io_uring_sqe *sqe = worker_sqe(c->w);
+
+			io_uring_prep_cancel_fd(sqe, c->fd[i], IORING_ASYNC_CANCEL_ALL);
+			io_uring_sqe_set_data64(sqe, OP_IGNORE);
+		}
+	}
+	if (c->timer_armed) {
+		struct io_uring_sqe *sqe = worker_sqe(c->w);
+
+		io_uring_prep_timeout_remove(sqe, op_data(&c->io[0][SIO_TIMER], OP_SPLICE), 0);
+		io_uring_sqe_set_data64(sqe, OP_IGNORE);
+	}
+	/* Freed by splice_complete once the last operation has come back. */
+}
+
+static void relay_send(struct splice_conn *c, int i)
+{
+	struct splice_dir *d = &c->d[i];
+	struct io_uring_sqe *sqe = worker_sqe(c->w);
+
+	io_uring_prep_send(sqe, c->fd[!i], d->buf + d->off, d->len - d->off, MSG_NOSIGNAL);
+	io_uring_sqe_set_data64(sqe, op_data(&c->io[i][SIO_SEND], OP_SPLICE));
+	d->send_busy = true;
+	c->pending++;
+}
+
+static void relay_recv(struct splice_conn *c, int i)
+{
+	struct splice_dir *d = &c->d[i];
+	struct io_uring_sqe *sqe = worker_sqe(c->w);
+
+	io_uring_prep_recv(sqe, c->fd[i], d->buf, RELAY_BUF, 0);
+	sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
+	io_uring_sqe_set_data64(sqe, op_data(&c->io[i][SIO_RECV], OP_SPLICE));
+	d->recv_busy = true;
+	c->pending++;
+}
+
+static bool dir_buf(struct splice_dir *d)
+{
+	if (!d->buf)
+		d->buf = malloc(RELAY_BUF);
+	return d->buf != NULL;
+}
+
+static void maybe_done(struct splice_conn *c)
+{
+	if (c->d[0].shut && c->d[1].shut)
+		conn_close(c, false, NULL);
+}
+
+/* The sender of direction i is done and everything reached !i: pass the FIN on. */
+static void dir_shut(struct splice_conn *c, int i)
+{
+	if (c->d[i].shut)
+		return;
+	c->d[i].shut = true;
+	shutdown(c->fd[!i], SHUT_WR);
+	maybe_done(c);
+}
+
+/*
+ * Kernel mode: moves bytes the program left on socket i (budget, or the
+ * insertion window) to !i once everything redirected before them has been
+ * written, then passes a FIN on. Returns true while work remains.
+ */
+static bool dir_progress(struct splice *sp, struct splice_conn *c, int i)
+{
+	struct splice_dir *d = &c->d[i];
+	struct splice_sock s;
+	int64_t w;
+	ssize_t n;
+
+	if (d->shut || d->send_busy || c->closing)
+		return d->send_busy;
+	if (read_sock(sp, c->cookie[i], &s))
+		return false;
+	if (s.passed == d->user && !d->eof)
+		return false;
+	/* Ordering: redirected bytes still in the peer's backlog go first. */
+	w = written_bytes(c->fd[!i]);
+	if (w < 0 || w - (int64_t)d->w0 - (int64_t)d->user < (int64_t)s.redirected)
+		return true;
+	if (s.passed > d->user) {
+		uint64_t want = s.passed - d->user;
+		int outq = 0, inq = 0;
+
+		/* The relay obeys the same budget: written but unacknowledged bytes. */
+		if (ioctl(c->fd[!i], SIOCOUTQ, &outq) < 0 || (uint64_t)outq + RELAY_BUF > sp->cfg.budget)
+			return true;
+		/*
+		 * Read only when the socket holds exactly the bytes the program left
+		 * there: with the psock's queue empty, recv would fall back to the
+		 * TCP receive queue, bytes the program has not judged yet.
+		 */
+		if (ioctl(c->fd[i], SIOCINQ, &inq) < 0 || inq <= 0 || (uint64_t)inq != want)
+			return true;
+		if (!dir_buf(d))
+			return true;
+		n = recv(c->fd[i], d->buf, want < RELAY_BUF ? want : RELAY_BUF, MSG_DONTWAIT);
+		if (n <= 0)
+			return true;
+		d->len = (uint32_t)n;
+		d->off = 0;
+		relay_send(c, i);
+		return true;
+	}
+	if (d->eof)
+		dir_shut(c, i);
+	return false;
+}
+
+static void conn_check(struct splice_conn *c)
+{
+	struct splice *sp = sp_get();
+	const struct config *cfg = c->w->snap->cfg;
+	uint64_t c2b, b2c;
+	bool busy = false;
+
+	if (c->closing)
+		return;
+	if (c->kernel && sp)
+		for (int i = 0; i < 2 && !c->closing; i++)
+			busy |= dir_progress(sp, c, i);
+	if (c->closing)
+		return;
+	conn_bytes(sp, c, &c2b, &b2c);
+	if (c2b + b2c != c->last_total) {
+		c->last_total = c2b + b2c;
+		c->last_ms = c->w->now_ms;
+	} else if (cfg->splice.idle_ms && c->w->now_ms - c->last_ms >= cfg->splice.idle_ms) {
+		if (sp)
+			atomic_fetch_add(&sp->idle_closed, 1);
+		conn_close(c, false, "splice idle timeout");
+		return;
+	}
+	arm_timer(c, busy ? FAST_MS : SLOW_MS);
+}
+
+/* A hang-up or error on one side. */
+static void on_poll(struct splice_conn *c, int i, int res)
+{
+	int soerr = 0;
+	socklen_t len = sizeof(soerr);
+
+	c->poll_armed[i] = false;
+	if (c->closing || res == -ECANCELED)
+		return;
+	if (res < 0) {
+		conn_close(c, true, "splice: poll failed");
+		return;
+	}
+	getsockopt(c->fd[i], SOL_SOCKET, SO_ERROR, &soerr, &len);
+	if (soerr || (res & POLLERR)) {
+		/* A reset on one side resets the other. */
+		conn_close(c, true, i ? "backend reset" : "client reset");
+		return;
+	}
+	if (res & (POLLRDHUP | POLLHUP)) {
+		c->rdhup_seen[i] = true;
+		c->d[i].eof = true;
+	}
+	if (c->kernel) {
+		struct splice *sp = sp_get();
+
+		if (sp)
+			dir_progress(sp, c, i);
+	}
+	if (c->closing)
+		return;
+	/* POLLHUP stays set once both directions of i are shut: stop watching then. */
+	if (!(res & POLLHUP))
+		arm_poll(c, i);
+	arm_timer(c, FAST_MS);
+}
+
+static void on_send(struct splice_conn *c, int i, int res)
+{
+	struct splice_dir *d = &c->d[i];
+
+	d->send_busy = false;
+	if (c->closing)
+		return;
+	if (res < 0) {
+		conn_close(c, true, i ? "client went away" : "backend went away");
+		return;
+	}
+	d->off += (uint32_t)res;
+	if (d->off < d->len) {
+		relay_send(c, i);
+		return;
+	}
+	d->user += d->len;
+	c->last_ms = c->w->now_ms;
+	if (c->kernel) {
+		struct splice *sp = sp_get();
+
+		atomic_fetch_add(&sp->relayed_bytes, d->len);
+		/* Only now may the program redirect again: these bytes are in !i's queue. */
+		bpf_map_update_elem(sp->delivered_fd, &c->cookie[i], &d->user, BPF_ANY);
+		dir_progress(sp, c, i);
+		return;
+	}
+	relay_recv(c, i);
+}
+
+static void on_recv(struct splice_conn *c, int i, int res)
+{
+	struct splice_dir *d = &c->d[i];
+
+	d->recv_busy = false;
+	if (c->closing)
+		return;
+	if (res == -EAGAIN || res == -EINTR || res == -ENOBUFS) {
+		relay_recv(c, i);
+		return;
+	}
+	if (res < 0) {
+		conn_close(c, true, i ? "backend reset" : "client reset");
+		return;
+	}
+	if (res == 0) {
+		d->eof = true;
+		dir_shut(c, i);
+		return;
+	}
+	d->len = (uint32_t)res;
+	d->off = 0;
+	relay_send(c, i);
+}
+
+/*
+ * A larger send buffer cuts the 4 ms back-off of the redirect path when the
+ * destination is full. The receive buffer is pinned to the budget (the kernel
+ * doubles the value): bytes the program leaves on a socket while paused are
+ * charged to it, so TCP's window closes once that much is waiting.
+ */
+static void set_bufs(int fd, uint64_t sndbuf, uint64_t budget)
+{
+	int v = (int)sndbuf, r = (int)(budget / 2);
+
+	if (sndbuf)
+		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v));
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &r, sizeof(r));
+}
+
+/* Userspace relay of both directions (tcp mode without the program). */
+static void start_user(struct splice_conn *c)
+{
+	c->kernel = false;
+	for (int i = 0; i < 2; i++) {
+		if (!dir_buf(&c->d[i])) {
+			conn_close(c, true, "out of memory");
+			return;
+		}
+	}
+	relay_recv(c, 0);
+	relay_recv(c, 1);
+	arm_timer(c, SLOW_MS);
+}
+
+/* Puts both sockets in the SOCKHASH, backend first (it sends nothing unasked). */
+static int insert(struct splice *sp, struct splice_conn *c)
+{
+	socklen_t len = sizeof(uint64_t);
+	int one = 1;
+
+	for (int i = 0; i < 2; i++) {
+		if (getsockopt(c->fd[i], SOL_SOCKET, SO_COOKIE, &c->cookie[i], &len))
+			return -errno;
+		set_bufs(c->fd[i], sp->cfg.sndbuf, sp->cfg.budget);
+	}
+	for (int i = 0; i < 2; i++) {
+		struct splice_sock s = { .peer = c->cookie[!i], .budget = sp->cfg.budget };
+		uint64_t zero = 0;
+		int64_t w = written_bytes_stable(c->fd[!i]);
+
+		if (w < 0)
+			return -errno;
+		c->d[i].w0 = (uint64_t)w;
+		if (bpf_map_update_elem(sp->conns_fd, &c->cookie[i], &s, BPF_ANY) ||
+		    bpf_map_update_elem(sp->delivered_fd, &c->cookie[i], &zero, BPF_ANY))
+			return -errno;
+	}
+	for (int k = 0; k < 2; k++) {
+		int i = 1 - k; /* backend, then client */
+		uint64_t fdv = (uint64_t)c->fd[i]; /* the SOCKHASH value is 8 bytes wide */
+
+		if (bpf_map_update_elem(sp->hash_fd, &c->cookie[i], &fdv, BPF_NOEXIST)) {
+			int rc = -errno;
+
+			for (int j = 0; j < 2; j++) {
+				if (c->in_map[j])
+					bpf_map_delete_elem(sp->hash_fd, &c->cookie[j]);
+				c->in_map[j] = false;
+				bpf_map_delete_elem(sp->conns_fd, &c->cookie[j]);
+				bpf_map_delete_elem(sp->delivered_fd, &c->cookie[j]);
+			}
+			return rc;
+		}
+		c->in_map[i] = true;
+	}
+	/* Bytes queued before insertion sit until the next packet; this re-runs data_ready. */
+	for (int i = 0; i < 2; i++)
+		setsockopt(c->fd[i], SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
+	return 0;
+}
+
+static struct splice_conn *conn_new(struct worker *w, int cfd, int ufd)
+{
+	struct splice_conn *c = aligned_alloc(16, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	memset(c, 0, sizeof(*c));
+	c->w = w;
+	c->fd[0] = cfd;
+	c->fd[1] = ufd;
+	for (int i = 0; i < 2; i++)
+		for (int k = 0; k < SIO_N; k++) {
+			c->io[i][k].c = c;
+			c->io[i][k].kind = (uint8_t)k;
+			c->io[i][k].side = (uint8_t)i;
+		}
+	if (!g_wlists[w->id % SPLICE_MAX_WORKERS].next)
+		dlist_init(&g_wlists[w->id % SPLICE_MAX_WORKERS]);
+	dlist_add_tail(&g_wlists[w->id % SPLICE_MAX_WORKERS], &c->wnode);
+	w->nclients++;
+	c->start_ns = w->now_ns;
+	c->start_real_ns = now_realtime_ns();
+	c->last_ms = w->now_ms;
+	c->route = c->pool = c->server = -1;
+	return c;
+}
+
+static void conn_list_add(struct splice *sp, struct splice_conn *c)
+{
+	if (!sp)
+		return;
+	pthread_mutex_lock(&sp->lock);
+	dlist_add_tail(&sp->conns, &c->node);
+	sp->nconns++;
+	pthread_mutex_unlock(&sp->lock);
+}
+
+/* Kernel mode from now on; returns -errno when the sockets cannot be inserted. */
+static int start_kernel(struct splice *sp, struct splice_conn *c)
+{
+	int rc = insert(sp, c);
+
+	if (rc)
+		return rc;
+	c->kernel = true;
+	atomic_fetch_add(&sp->spliced, 1);
+	conn_list_add(sp, c);
+	arm_poll(c, 0);
+	arm_poll(c, 1);
+	arm_timer(c, FAST_MS);
+	return 0;
+}
+
+int splice_handoff(struct worker *w, int cfd, int ufd, const char *extra, size_t extra_len,
+		   const struct splice_origin *o)
+{
+	struct splice *sp = sp_get();
+	int required = atomic_load(&g_mode) == CFG_SPLICE_REQUIRED;
+	struct splice_conn *c;
+	int rc, dc, du;
+
+	if (!sp) {
+		fallback_once(g_why[0] ? g_why : "the splice program is not loaded");
+		return required ? -EPERM : -EAGAIN;
+	}
+	/* Pipelined bytes go to the backend first; a partial write keeps HTTP in charge. */
+	if (extra_len) {
+		ssize_t n = send(ufd, extra, extra_len, MSG_DONTWAIT | MSG_NOSIGNAL);
+
+		if (n != (ssize_t)extra_len) {
+			if (n > 0)
+				return -EIO; /* some bytes went: only closing is honest */
+			atomic_fetch_add(&sp->fallbacks, 1);
+			return -EAGAIN;
+		}
+	}
+	dc = fcntl(cfd, F_DUPFD_CLOEXEC, 0);
+	du = fcntl(ufd, F_DUPFD_CLOEXEC, 0);
+	c = dc >= 0 && du >= 0 ? conn_new(w, dc, du) : NULL;
+	if (!c) {
+		if (dc >= 0)
+			close(dc);
+		if (du >= 0)
+			close(du);
+		return extra_len ? -EIO : (required ? -EPERM : -EAGAIN);
+	}
+	c->listener = o->listener;
+	c->route = o->route;
+	c->pool = o->pool;
+	c->server = o->server;
+	c->first_in = o->first_in + extra_len;
+	c->first_out = o->first_out;
+	memcpy(&c->peer, o->client, sizeof(c->peer));
+	rc = start_kernel(sp, c);
+	if (rc) {
+		atomic_fetch_add(&sp->insert_fails, 1);
+		log_warn("splice: route %s: inserting the sockets: %s (%s)",
+			 w->snap->cfg->routes[o->route].name, strerror(-rc),
+			 required ? "required: connection closed" : "staying in HTTP");
+		c->fd[0] = c->fd[1] = -1;
+		close(dc);
+		close(du);
+		conn_free(c);
+		if (required) {
+			atomic_fetch_add(&sp->refused, 1);
+			return -EPERM;
+		}
+		atomic_fetch_add(&sp->fallbacks, 1);
+		return extra_len ? -EIO : -EAGAIN;
+	}
+	return 0;
+}
+
+/* ---- tcp mode ----------------------------------------------------------------------- */
+
+static void tcp_connected(struct splice_conn *c, int res)
+{
+	struct splice *sp = sp_get();
+	int required = atomic_load(&g_mode) == CFG_SPLICE_REQUIRED;
+	int rc;
+
+	if (c->closing)
+		return;
+	if (res < 0) {
+		log_warn("route %s: tcp: connect to %s: %s", c->w->snap->cfg->routes[c->route].name,
+			 c->w->snap->server_names[c->pool][c->server], strerror(-res));
+		conn_close(c, true, "backend connect failed");
+		return;
+	}
+	c->connected = true;
+	if (!sp) {
+		if (required) {
+			conn_close(c, true, "splice required but not loaded");
+			return;
+		}
+		fallback_once(g_why[0] ? g_why : "the splice program is not loaded");
+		start_user(c);
+		return;
+	}
+	rc = start_kernel(sp, c);
+	if (rc == 0)
+		return;
+	atomic_fetch_add(&sp->insert_fails, 1);
+	if (required) {
+		atomic_fetch_add(&sp->refused, 1);
+		log_warn("splice: route %s: inserting the sockets: %s (required: connection closed)",
+			 c->w->snap->cfg->routes[c->route].name, strerror(-rc));
+		conn_close(c, true, "splice insert failed");
+		return;
+	}
+	fallback_once("a socket could not be inserted into the SOCKHASH"); /* counts it too */
+	conn_list_add(sp, c);
+	start_user(c);
+}
+
+void splice_accept_tcp(struct worker *w, unsigned listener, int fd)
+{
+	const struct config *cfg = w->snap->cfg;
+	int route = cfg->listeners[listener].tcp_route;
+	const struct cfg_route *r = &cfg->routes[route];
+	struct lb_pool *p = &w->snap->pools[r->upstream];
+	struct splice_conn *c;
+	socklen_t plen;
+	uint64_t hash = 1469598103934665603ull;
+	int s, ufd, one = 1;
+
+	c = conn_new(w, fd, -1);
+	if (!c) {
+		close(fd);
+		return;
+	}
+	c->listener = listener;
+	c->route = route;
+	c->pool = r->upstream;
+	plen = sizeof(c->peer);
+	getpeername(fd, (struct sockaddr *)&c->peer, &plen);
+	/* ip_hash and consistent_hash see the client address (no request here). */
+	for (socklen_t i = 0; i < plen && i < 24; i++)
+		hash = (hash ^ ((unsigned char *)&c->peer)[i]) * 1099511628211ull;
+	if (w->draining) {
+		conn_free(c);
+		return;
+	}
+	s = lb_pick(p, &w->lb[c->pool], hash, NULL, 0, w->now_ns);
+	if (s < 0) {
+		c->error = "no backend available";
+		c->closing = true;
+		log_conn(c, 0, 0);
+		conn_free(c);
+		return;
+	}
+	c->server = s;
+	const struct cfg_server *srv = &cfg->upstreams[c->pool].servers[s];
+
+	ufd = socket(srv->addr.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (ufd < 0) {
+		conn_free(c);
+		return;
+	}
+	c->fd[1] = ufd;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	setsockopt(ufd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	lb_begin(p, s);
+	c->lb_begun = true;
+	struct io_uring_sqe *sqe = worker_sqe(w);
+
+	io_uring_prep_connect(sqe, ufd, (const struct sockaddr *)&srv->addr.ss, srv->addr.len);
+	io_uring_sqe_set_data64(sqe, op_data(&c->io[1][SIO_CONNECT], OP_SPLICE));
+	c->pending++;
+}
+
+void splice_complete(struct worker *w, void *obj, int res, unsigned flags)
+{
+	struct splice_io *io = obj;
+	struct splice_conn *c = io->c;
+	int i = io->side;
+
+	c->pending--;
+	switch (io->kind) {
+	case SIO_POLL:
+		on_poll(c, i, res);
+		break;
+	case SIO_SEND:
+		on_send(c, i, res);
+		break;
+	case SIO_RECV:
+		on_recv(c, i, res);
+		break;
+	case SIO_TIMER:
+		c->timer_armed = false;
+		if (!c->closing)
+			conn_check(c);
+		break;
+	case SIO_CONNECT:
+		tcp_connected(c, res);
+		break;
+	}
+	if (c->closing && !c->pending)
+		conn_free(c);
+}
+
+void splice_close_all(struct worker *w)
+{
+	struct dlist *head = &g_wlists[w->id % SPLICE_MAX_WORKERS], *pos, *tmp;
+
+	if (!head->next)
+		return;
+	dlist_for_each_safe(pos, tmp, head) {
+		struct splice_conn *c = dlist_entry(pos, struct splice_conn, wnode);
+
+		if (c->closing)
+			continue;
+		conn_close(c, false, "shutdown: drain time over");
+		if (!c->pending)
+			conn_free(c);
+	}
+}
+
+/* ---- control ------------------------------------------------------------------------ */
+
+static int cmd_list(void *ctx, const struct control_req *req, struct jsonw *w, char *err,
+		    size_t errlen)
+{
+	struct splice *sp = sp_get();
+	struct dlist *pos, *tmp;
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	uint64_t now = (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
+
+	jsonw_arr_begin(w, "connections");
+	if (sp) {
+		pthread_mutex_lock(&sp->lock);
+		dlist_for_each_safe(pos, tmp, &sp->conns) {
+			struct splice_conn *c = dlist_entry(pos, struct splice_conn, node);
+			char addr[NET_ADDR_STRLEN + 8];
+			uint64_t c2b, b2c;
+			struct splice_sock s;
+
+			conn_bytes(sp, c, &c2b, &b2c);
+			jsonw_obj_begin(w);
+			net_addr_format((struct sockaddr *)&c->peer, addr, sizeof(addr));
+			jsonw_str(w, "client", addr);
+			jsonw_str(w, "backend", c->pool >= 0 && c->server >= 0
+							 ? c->w->snap->server_names[c->pool][c->server]
+							 : "");
+			jsonw_str(w, "route", c->route >= 0 ? c->w->snap->cfg->routes[c->route].name : "");
+			jsonw_str(w, "path", c->kernel ? "kernel" : "userspace");
+			jsonw_u64(w, "bytes_to_backend", c->first_in + c2b);
+			jsonw_u64(w, "bytes_to_client", c->first_out + b2c);
+			jsonw_u64(w, "relayed_bytes", c->d[0].user + c->d[1].user);
+			jsonw_u64(w, "pauses", c->kernel && read_sock(sp, c->cookie[0], &s) == 0
+						       ? s.pauses
+						       : 0);
+			jsonw_u64(w, "age_ms", (now - c->start_ns) / 1000000);
+			jsonw_u64(w, "client_cookie", c->cookie[0]);
+			jsonw_u64(w, "backend_cookie", c->cookie[1]);
+			jsonw_obj_end(w);
+		}
+		pthread_mutex_unlock(&sp->lock);
+	}
+	jsonw_arr_end(w);
+	return 0;
+}
+
+/* Sums the per-CPU kernel counters into sum[SPLICE_C_N]; -errno when unreadable. */
+static int kernel_counters(struct splice *sp, uint64_t *sum)
+{
+	int ncpu = libbpf_num_possible_cpus();
+	uint64_t *vals;
+
+	memset(sum, 0, SPLICE_C_N * sizeof(*sum));
+	if (ncpu <= 0)
+		return -EINVAL;
+	vals = calloc((size_t)ncpu, sizeof(uint64_t));
+	if (!vals)
+		return -ENOMEM;
+	for (uint32_t k = 0; k < SPLICE_C_N; k++)
+		if (bpf_map_lookup_elem(sp->stats_fd, &k, vals) == 0)
+			for (int cpu = 0; cpu < ncpu; cpu++)
+				sum[k] += vals[cpu];
+	free(vals);
+	return 0;
+}
+
+static void collect(void *ctx, struct metrics_out *o)
+{
+	struct splice *sp = sp_get();
+	uint64_t k[SPLICE_C_N];
+	unsigned active;
+
+	metrics_family(o, "openclaw_splice_fallbacks_total", "counter",
+		       "Connections of splice/tcp routes relayed in userspace instead (program off or insert refused).");
+	metrics_sample_u64(o, "openclaw_splice_fallbacks_total", NULL,
+			   atomic_load(&g_fallbacks) + (sp ? atomic_load(&sp->fallbacks) : 0));
+	if (!sp)
+		return;
+	pthread_mutex_lock(&sp->lock);
+	active = sp->nconns;
+	pthread_mutex_unlock(&sp->lock);
+	metrics_family(o, "openclaw_splice_active", "gauge", "Connections relayed by the splice module now.");
+	metrics_sample_u64(o, "openclaw_splice_active", NULL, active);
+	metrics_family(o, "openclaw_splice_connections_total", "counter",
+		       "Spliced connections by outcome.");
+	metrics_sample_u64(o, "openclaw_splice_connections_total",
+			   (const char *[]){ "event", "spliced", NULL }, atomic_load(&sp->spliced));
+	metrics_sample_u64(o, "openclaw_splice_connections_total",
+			   (const char *[]){ "event", "closed", NULL }, atomic_load(&sp->closed));
+	metrics_sample_u64(o, "openclaw_splice_connections_total",
+			   (const char *[]){ "event", "reset", NULL }, atomic_load(&sp->resets));
+	metrics_sample_u64(o, "openclaw_splice_connections_total",
+			   (const char *[]){ "event", "idle_timeout", NULL }, atomic_load(&sp->idle_closed));
+	metrics_sample_u64(o, "openclaw_splice_connections_total",
+			   (const char *[]){ "event", "insert_failed", NULL }, atomic_load(&sp->insert_fails));
+	metrics_sample_u64(o, "openclaw_splice_connections_total",
+			   (const char *[]){ "event", "refused", NULL }, atomic_load(&sp->refused));
+	metrics_family(o, "openclaw_splice_bytes_total", "counter",
+		       "Bytes carried by closed spliced connections after the hand-off, from the kernel's counters.");
+	metrics_sample_u64(o, "openclaw_splice_bytes_total",
+			   (const char *[]){ "direction", "to_backend", NULL }, atomic_load(&sp->bytes_c2b));
+	metrics_sample_u64(o, "openclaw_splice_bytes_total",
+			   (const char *[]){ "direction", "to_client", NULL }, atomic_load(&sp->bytes_b2c));
+	metrics_family(o, "openclaw_splice_connection_seconds_total", "counter",
+		       "Summed lifetime of closed spliced connections.");
+	metrics_sample_f64(o, "openclaw_splice_connection_seconds_total", NULL,
+			   atomic_load(&sp->duration_ms) / 1000.0);
+	metrics_family(o, "openclaw_splice_relayed_bytes_total", "counter",
+		       "Bytes clawd moved itself while the budget paused a direction.");
+	metrics_sample_u64(o, "openclaw_splice_relayed_bytes_total", NULL, atomic_load(&sp->relayed_bytes));
+	if (kernel_counters(sp, k))
+		return;
+	metrics_family(o, "openclaw_splice_kernel_bytes_total", "counter",
+		       "Bytes seen by the verdict program: redirected to the peer, or left on the socket (budget).");
+	metrics_sample_u64(o, "openclaw_splice_kernel_bytes_total",
+			   (const char *[]){ "verdict", "redirect", NULL }, k[SPLICE_C_REDIRECT_BYTES]);
+	metrics_sample_u64(o, "openclaw_splice_kernel_bytes_total",
+			   (const char *[]){ "verdict", "pass", NULL }, k[SPLICE_C_PASS_BYTES]);
+	metrics_family(o, "openclaw_splice_fin_drops_total", "counter",
+		       "Zero-length (FIN) skbs the program dropped instead of redirecting.");
+	metrics_sample_u64(o, "openclaw_splice_fin_drops_total", NULL, k[SPLICE_C_FIN_DROPS]);
+}
+
+int splice_register_metrics(struct metrics *m)
+{
+	return m ? metrics_register(m, collect, NULL) : 0;
+}
+
+static int cmd_stats(void *ctx, const struct control_req *req, struct jsonw *w, char *err,
+		     size_t errlen)
+{
+	struct splice *sp = sp_get();
+	static const char *const names[SPLICE_C_N] = {
+		"redirect_packets", "redirect_bytes", "pass_packets", "pass_bytes",
+		"fin_drops",        "no_peer",        "redirect_fail",
+	};
+	uint64_t k[SPLICE_C_N];
+
+	jsonw_bool(w, "loaded", sp != NULL);
+	jsonw_str(w, "enabled", (const char *[]){ "auto", "off", "required" }[atomic_load(&g_mode) < 0 ? 0 : atomic_load(&g_mode)]);
+	if (!sp)
+		jsonw_str(w, "reason", g_why[0] ? g_why : "no route uses splice or tcp mode");
+	jsonw_u64(w, "fallbacks", atomic_load(&g_fallbacks) + (sp ? atomic_load(&sp->fallbacks) : 0));
+	if (!sp)
+		return 0;
+	pthread_mutex_lock(&sp->lock);
+	jsonw_u64(w, "active", sp->nconns);
+	pthread_mutex_unlock(&sp->lock);
+	jsonw_u64(w, "spliced", atomic_load(&sp->spliced));
+	jsonw_u64(w, "closed", atomic_load(&sp->closed));
+	jsonw_u64(w, "resets", atomic_load(&sp->resets));
+	jsonw_u64(w, "idle_closed", atomic_load(&sp->idle_closed));
+	jsonw_u64(w, "insert_failures", atomic_load(&sp->insert_fails));
+	jsonw_u64(w, "refused", atomic_load(&sp->refused));
+	jsonw_u64(w, "relayed_bytes", atomic_load(&sp->relayed_bytes));
+	jsonw_u64(w, "bytes_to_backend", atomic_load(&sp->bytes_c2b));
+	jsonw_u64(w, "bytes_to_client", atomic_load(&sp->bytes_b2c));
+	jsonw_u64(w, "budget", sp->cfg.budget);
+	jsonw_str(w, "pin_dir", sp->cfg.pin_dir);
+	jsonw_u64(w, "connection_seconds", atomic_load(&sp->duration_ms) / 1000);
+	jsonw_obj_begin_key(w, "kernel");
+	if (kernel_counters(sp, k) == 0)
+		for (uint32_t i = 0; i < SPLICE_C_N; i++)
+			jsonw_u64(w, names[i], k[i]);
+	jsonw_obj_end(w);
+	return 0;
+}
+
+int splice_register_commands(struct control *ctl)
+{
+	int rc = control_register(ctl, "splice.list", cmd_list, NULL);
+
+	return rc ? rc : control_register(ctl, "splice.stats", cmd_stats, NULL);
+}

@@ -1,0 +1,61 @@
+/* agent/splice.h — sockmap splice: load/pin/attach, hand-off of connections to the kernel, teardown, accounting. */
+#ifndef OPENCLAW_SPLICE_H_AGENT
+#define OPENCLAW_SPLICE_H_AGENT
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "config.h"
+
+struct worker;
+struct control;
+
+/*
+ * Loads the verdict program, pins its maps under cfg->splice.pin_dir and
+ * attaches it to the SOCKHASH (bpf_prog_attach: libbpf 1.1 has no link for
+ * sockmap). Does nothing when no route uses splice or tcp mode or splice is
+ * off. With enabled: auto a failure is logged once and connections go
+ * through the userspace relay; with required it is returned (-errno, err).
+ */
+int splice_start(const struct config *cfg, char *err, size_t errlen);
+/* Detaches the program, only when no connection is spliced (else it stays attached to the pinned map). */
+void splice_stop(void);
+/* Adds the openclaw_splice_* families to /metrics. */
+struct metrics;
+int splice_register_metrics(struct metrics *m);
+/* Registers splice.list and splice.stats. */
+int splice_register_commands(struct control *ctl);
+
+/* What clawd knows about the connection being handed off (for logs, LB and the list). */
+struct splice_origin {
+	const struct sockaddr *client;
+	unsigned listener;
+	int route, pool, server;
+	uint64_t first_in, first_out; /* bytes of the exchange(s) before the hand-off */
+};
+
+/*
+ * splice mode: after an exchange, hands the client and backend sockets to the
+ * kernel. `extra` are bytes clawd read from the client past the last request:
+ * they are written to the backend first. Returns 0 when the connection now
+ * belongs to the splice module (it holds dups of both fds: the caller closes
+ * its own), -EAGAIN when the caller should carry on in HTTP (fallback), or
+ * -EPERM when splice is required and could not be done (close the client).
+ */
+int splice_handoff(struct worker *w, int cfd, int ufd, const char *extra, size_t extra_len,
+		   const struct splice_origin *o);
+
+/* tcp mode: takes an accepted socket of a listener whose tcp_route >= 0. */
+void splice_accept_tcp(struct worker *w, unsigned listener, int fd);
+
+/* At the drain deadline: closes this worker's spliced connections (until then they run on). */
+void splice_close_all(struct worker *w);
+
+/* io_uring completions tagged OP_SPLICE. */
+void splice_complete(struct worker *w, void *obj, int res, unsigned flags);
+
+/* Whether a route in splice mode should try the hand-off at all (cheap). */
+int splice_wanted(const struct config *cfg, int route);
+
+#endif

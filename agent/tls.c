@@ -1,0 +1,1614 @@
+/* agent/tls.c — TLS termination: OpenSSL 3 server contexts per listener (SNI, ECDSA+RSA, tickets, OCSP), a memory-BIO engine per connection, kTLS key installation. */
+#include <errno.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <linux/tls.h>
+#include <openssl/core_names.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/kdf.h>
+#include <openssl/rand.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "config.h"
+#include "control.h"
+#include "log.h"
+#include "metrics.h"
+#include "tls.h"
+
+#ifndef SOL_TLS
+#define SOL_TLS 282
+#endif
+#ifndef TCP_ULP
+#define TCP_ULP 31
+#endif
+
+#define TLS_IN_CAP (32 * 1024)      /* ciphertext read buffer: two full records */
+#define TICKET_ROTATE_S 3600        /* a new ticket key every hour; the previous one still decrypts */
+#define CERT_WARN_DAYS 14           /* tls status warns when a certificate expires sooner */
+#define REC_CCS 20                  /* TLS record type change_cipher_spec */
+#define REC_ALERT 21
+#define REC_HANDSHAKE 22
+#define REC_DATA 23
+
+/* Modern defaults: AEAD only (all of them kTLS-capable), ECDHE only, ECDSA first. */
+static const char default_ciphers[] =
+	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+static const char default_suites[] =
+	"TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
+
+/* Counts TLS records in a byte stream (headers only), for the record sequence numbers kTLS needs. */
+struct rec_count {
+	uint64_t records;   /* records whose header has been seen */
+	uint64_t since_ccs; /* records after the last change_cipher_spec (TLS 1.2 sequence) */
+	uint32_t body_left; /* bytes of the current record still to come */
+	uint8_t hdr[5];
+	uint8_t hdr_len;
+};
+
+/* One certificate as loaded, for SNI, OCSP and "tls status". */
+struct tls_cert {
+	X509 *leaf;
+	char *file;
+	char subject[256];   /* CN of the subject */
+	char **names;        /* DNS SANs (or the CN when there are none), lower case */
+	unsigned nnames;
+	char key[32];        /* "EC P-256", "RSA 2048" */
+	int64_t not_after;   /* seconds since the epoch */
+	uint8_t *ocsp;       /* DER OCSP response to staple, NULL = none */
+	size_t ocsp_len;
+	unsigned group;
+};
+
+/* Certificates with the same names share one SSL_CTX (an ECDSA and an RSA one side by side). */
+struct tls_group {
+	SSL_CTX *ctx;
+	unsigned types; /* bit per key type present (EVP_PKEY base id hashed into 0..31) */
+};
+
+/* A listener's certificate set: immutable once built, refcounted by connections. */
+struct tls_srv {
+	_Atomic int refs;
+	unsigned listener;
+	struct tls_cert *certs;
+	unsigned ncerts;
+	struct tls_group *groups;
+	unsigned ngroups;
+	unsigned default_group;
+	time_t loaded_at;
+};
+
+/* Per-listener counters (several workers add: atomic adds, once per connection at most). */
+struct tls_lstats {
+	_Atomic uint64_t hs_ok, hs_fail, resumed;
+	_Atomic uint64_t ktls, user;     /* connections whose record layer went to the kernel / stayed */
+	_Atomic uint64_t ktls_tx_only;   /* kernel TX, userspace RX (the RX key was refused) */
+	_Atomic uint64_t keyupdate;      /* failed: a KeyUpdate the kernel path cannot follow */
+	_Atomic uint64_t install_fail;   /* kTLS wanted, the kernel refused the ULP or keys */
+};
+
+struct ticket_key {
+	uint8_t name[16];
+	uint8_t aes[32];
+	uint8_t hmac[32];
+};
+
+struct tls_reg {
+	pthread_mutex_t lock;                     /* srv[] swaps and references */
+	struct tls_srv *srv[CFG_MAX_LISTENERS];   /* NULL = plain listener */
+	const struct config *cfg;
+	unsigned nlisteners;
+	bool ktls_kernel;                         /* TCP_ULP "tls" attaches on this kernel */
+	char ktls_why[160];
+	pthread_rwlock_t tk_lock;                 /* the ticket key ring */
+	struct ticket_key tk[2];                  /* [0] current, [1] previous */
+	time_t tk_rotate_at;
+	EVP_KDF *hkdf, *prf;
+	struct tls_lstats st[CFG_MAX_LISTENERS];
+	uint64_t reloads;
+	time_t reloaded_at;
+};
+
+struct tls_conn {
+	struct tls_reg *reg;
+	struct tls_srv *srv;
+	unsigned listener;
+	SSL *ssl;
+	char *in;                  /* ciphertext from the socket */
+	uint32_t in_off, in_len;
+	char *wb;                  /* ciphertext OpenSSL is appending to */
+	size_t wb_len, wb_cap;
+	char *sb;                  /* ciphertext being sent (stable while a send is in flight) */
+	size_t sb_off, sb_len, sb_cap;
+	struct rec_count rd, wr;
+	uint64_t rd_base;          /* TLS 1.3: records read before the application keys */
+	uint64_t wr_base;          /* TLS 1.3: records written before the application keys */
+	uint64_t wr_call;          /* records written before the current handshake call */
+	bool hs_done;
+	bool want_ktls;
+	bool decided;              /* kTLS installed or given up; counted */
+	bool failed_counted;
+	bool fatal;                /* a protocol error: the session must not be resumed */
+	int ktls_mask;
+	uint8_t tx_secret[EVP_MAX_MD_SIZE], rx_secret[EVP_MAX_MD_SIZE];
+	uint8_t tx_len, rx_len;
+	struct msghdr rxmsg;
+	struct iovec rxiov;
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(unsigned char))];
+	} rxcmsg;
+};
+
+static BIO_METHOD *bio_meth;
+static pthread_once_t bio_once = PTHREAD_ONCE_INIT;
+
+static void stat_add(_Atomic uint64_t *c)
+{
+	atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
+}
+
+/* ---- record counting ---------------------------------------------------------- */
+
+static void rec_feed(struct rec_count *rc, const uint8_t *p, size_t n)
+{
+	while (n) {
+		if (rc->body_left) {
+			size_t k = n < rc->body_left ? n : rc->body_left;
+
+			p += k;
+			n -= k;
+			rc->body_left -= (uint32_t)k;
+			continue;
+		}
+		rc->hdr[rc->hdr_len++] = *p++;
+		n--;
+		if (rc->hdr_len < 5)
+			continue;
+		rc->hdr_len = 0;
+		rc->body_left = (uint32_t)rc->hdr[3] << 8 | rc->hdr[4];
+		rc->records++;
+		if (rc->hdr[0] == REC_CCS)
+			rc->since_ccs = 0;
+		else
+			rc->since_ccs++;
+	}
+}
+
+static bool rec_boundary(const struct rec_count *rc)
+{
+	return !rc->body_left && !rc->hdr_len;
+}
+
+/* ---- the BIO: OpenSSL reads t->in and appends to t->wb; no socket, no copy into a mem BIO ---- */
+
+static int bio_write(BIO *b, const char *data, int len)
+{
+	struct tls_conn *t = BIO_get_data(b);
+
+	BIO_clear_retry_flags(b);
+	if (len <= 0)
+		return 0;
+	if (t->wb_len + (size_t)len > t->wb_cap) {
+		size_t cap = t->wb_cap ? t->wb_cap : 16384;
+		char *n;
+
+		while (cap < t->wb_len + (size_t)len)
+			cap *= 2;
+		n = realloc(t->wb, cap);
+		if (!n)
+			return -1;
+		t->wb = n;
+		t->wb_cap = cap;
+	}
+	memcpy(t->wb + t->wb_len, data, len);
+	t->wb_len += len;
+	if (!t->decided)
+		rec_feed(&t->wr, (const uint8_t *)data, len);
+	return len;
+}
+
+static int bio_read(BIO *b, char *out, int len)
+{
+	struct tls_conn *t = BIO_get_data(b);
+	uint32_t avail = t->in_len - t->in_off;
+	uint32_t k;
+
+	BIO_clear_retry_flags(b);
+	if (!avail) {
+		BIO_set_retry_read(b);
+		return -1;
+	}
+	if (len <= 0)
+		return 0;
+	k = (uint32_t)len < avail ? (uint32_t)len : avail;
+	memcpy(out, t->in + t->in_off, k);
+	if (!t->decided)
+		rec_feed(&t->rd, (const uint8_t *)t->in + t->in_off, k);
+	t->in_off += k;
+	return (int)k;
+}
+
+static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+	struct tls_conn *t = BIO_get_data(b);
+
+	switch (cmd) {
+	case BIO_CTRL_FLUSH:
+		return 1;
+	case BIO_CTRL_PENDING:
+		return t ? (long)(t->in_len - t->in_off) : 0;
+	default:
+		return 0;
+	}
+}
+
+static int bio_create(BIO *b)
+{
+	BIO_set_init(b, 1);
+	return 1;
+}
+
+static void bio_init_once(void)
+{
+	bio_meth = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "clawd-tls");
+	if (!bio_meth)
+		return;
+	BIO_meth_set_write(bio_meth, bio_write);
+	BIO_meth_set_read(bio_meth, bio_read);
+	BIO_meth_set_ctrl(bio_meth, bio_ctrl);
+	BIO_meth_set_create(bio_meth, bio_create);
+}
+
+/* ---- callbacks -------------------------------------------------------------------- */
+
+static struct tls_conn *conn_of(const SSL *s)
+{
+	return SSL_get_app_data(s);
+}
+
+/* Exact name first, then "*.rest" for the name minus its first label. */
+static int srv_lookup(const struct tls_srv *srv, const char *name)
+{
+	const char *dot = strchr(name, '.');
+
+	for (unsigned i = 0; i < srv->ncerts; i++)
+		for (unsigned j = 0; j < srv->certs[i].nnames; j++)
+			if (!strcasecmp(srv->certs[i].names[j], name))
+				return (int)srv->certs[i].group;
+	if (!dot || dot == name)
+		return -1;
+	for (unsigned i = 0; i < srv->ncerts; i++)
+		for (unsigned j = 0; j < srv->certs[i].nnames; j++) {
+			const char *n = srv->certs[i].names[j];
+
+			if (n[0] == '*' && n[1] == '.' && !strcasecmp(n + 1, dot))
+				return (int)srv->certs[i].group;
+		}
+	return -1;
+}
+
+static int sni_cb(SSL *s, int *al, void *arg)
+{
+	struct tls_conn *t = conn_of(s);
+	const char *name = SSL_get_servername(s, TLSEXT_NAMETYPE_host_name);
+	int g;
+
+	if (!t || !name)
+		return SSL_TLSEXT_ERR_NOACK;
+	g = srv_lookup(t->srv, name);
+	/* No match: the default certificate answers, as nginx's default server does. */
+	if (g >= 0 && t->srv->groups[g].ctx != SSL_get_SSL_CTX(s))
+		SSL_set_SSL_CTX(s, t->srv->groups[g].ctx);
+	return SSL_TLSEXT_ERR_OK;
+}
+
+static int alpn_cb(SSL *s, const unsigned char **out, unsigned char *outlen,
+		   const unsigned char *in, unsigned int inlen, void *arg)
+{
+	for (unsigned i = 0; i < inlen; i += 1u + in[i]) {
+		if (in[i] == 8 && i + 9 <= inlen && !memcmp(in + i + 1, "http/1.1", 8)) {
+			*out = in + i + 1;
+			*outlen = 8;
+			return SSL_TLSEXT_ERR_OK;
+		}
+	}
+	/* Only HTTP/1.1 here: a client offering nothing else goes on without ALPN. */
+	return SSL_TLSEXT_ERR_NOACK;
+}
+
+static int ocsp_cb(SSL *s, void *arg)
+{
+	struct tls_conn *t = conn_of(s);
+	X509 *x = SSL_get_certificate(s);
+
+	if (!t || !x)
+		return SSL_TLSEXT_ERR_NOACK;
+	for (unsigned i = 0; i < t->srv->ncerts; i++) {
+		const struct tls_cert *c = &t->srv->certs[i];
+		unsigned char *copy;
+
+		if (c->leaf != x || !c->ocsp)
+			continue;
+		copy = OPENSSL_malloc(c->ocsp_len);
+		if (!copy)
+			return SSL_TLSEXT_ERR_NOACK;
+		memcpy(copy, c->ocsp, c->ocsp_len);
+		/* OpenSSL owns copy from here on. */
+		SSL_set_tlsext_status_ocsp_resp(s, copy, (long)c->ocsp_len);
+		return SSL_TLSEXT_ERR_OK;
+	}
+	return SSL_TLSEXT_ERR_NOACK;
+}
+
+static int hexval(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* TLS 1.3 traffic secrets for kTLS, from the key log line OpenSSL hands us (never written anywhere). */
+static void keylog_cb(const SSL *s, const char *line)
+{
+	static const char srv_tag[] = "SERVER_TRAFFIC_SECRET_0 ", cli_tag[] = "CLIENT_TRAFFIC_SECRET_0 ";
+	struct tls_conn *t = conn_of(s);
+	uint8_t *dst;
+	uint8_t *len;
+	const char *p;
+	size_t n = 0;
+
+	if (!t || !t->want_ktls)
+		return;
+	if (!strncmp(line, srv_tag, sizeof(srv_tag) - 1)) {
+		dst = t->tx_secret, len = &t->tx_len;
+		p = line + sizeof(srv_tag) - 1;
+	} else if (!strncmp(line, cli_tag, sizeof(cli_tag) - 1)) {
+		dst = t->rx_secret, len = &t->rx_len;
+		p = line + sizeof(cli_tag) - 1;
+	} else {
+		return;
+	}
+	p = strchr(p, ' '); /* past the client random */
+	if (!p)
+		return;
+	p++;
+	while (p[0] && p[1] && n < EVP_MAX_MD_SIZE) {
+		int hi = hexval(p[0]), lo = hexval(p[1]);
+
+		if (hi < 0 || lo < 0)
+			break;
+		dst[n++] = (uint8_t)(hi << 4 | lo);
+		p += 2;
+	}
+	*len = (uint8_t)n;
+}
+
+/* ---- session tickets: a key ring rotated hourly, the previous key still accepted ---- */
+
+static int ticket_key_new(struct ticket_key *k)
+{
+	return RAND_bytes(k->name, sizeof(k->name)) == 1 && RAND_bytes(k->aes, sizeof(k->aes)) == 1 &&
+			       RAND_bytes(k->hmac, sizeof(k->hmac)) == 1
+		       ? 0
+		       : -EIO;
+}
+
+/* The current key, rotating first when it is due (whichever thread gets here first). */
+static int ticket_current(struct tls_reg *r, struct ticket_key *out)
+{
+	time_t now = time(NULL);
+
+	pthread_rwlock_rdlock(&r->tk_lock);
+	if (now < r->tk_rotate_at) {
+		*out = r->tk[0];
+		pthread_rwlock_unlock(&r->tk_lock);
+		return 0;
+	}
+	pthread_rwlock_unlock(&r->tk_lock);
+	pthread_rwlock_wrlock(&r->tk_lock);
+	if (now >= r->tk_rotate_at) {
+		struct ticket_key k;
+
+		if (ticket_key_new(&k) == 0) {
+			r->tk[1] = r->tk[0];
+			r->tk[0] = k;
+			r->tk_rotate_at = now + TICKET_ROTATE_S;
+			OPENSSL_cleanse(&k, sizeof(k));
+		}
+	}
+	*out = r->tk[0];
+	pthread_rwlock_unlock(&r->tk_lock);
+	return 0;
+}
+
+static int ticket_find(struct tls_reg *r, const uint8_t name[16], struct ticket_key *out)
+{
+	int which = -1;
+
+	pthread_rwlock_rdlock(&r->tk_lock);
+	for (int i = 0; i < 2; i++)
+		if (!memcmp(r->tk[i].name, name, 16)) {
+			*out = r->tk[i];
+			which = i;
+			break;
+		}
+	pthread_rwlock_unlock(&r->tk_lock);
+	return which;
+}
+
+static int ticket_cb(SSL *s, unsigned char key_name[16], unsigned char *iv, EVP_CIPHER_CTX *ectx,
+		     EVP_MAC_CTX *hctx, int enc)
+{
+	struct tls_conn *t = conn_of(s);
+	struct ticket_key k;
+	OSSL_PARAM params[3];
+	int which = 0, rc = -1;
+
+	if (!t)
+		return -1;
+	if (enc) {
+		ticket_current(t->reg, &k);
+		memcpy(key_name, k.name, 16);
+		if (RAND_bytes(iv, 16) != 1 || !EVP_EncryptInit_ex(ectx, EVP_aes_256_cbc(), NULL, k.aes, iv))
+			goto out;
+	} else {
+		which = ticket_find(t->reg, key_name, &k);
+		if (which < 0)
+			return 0; /* unknown or expired key: a full handshake */
+		if (!EVP_DecryptInit_ex(ectx, EVP_aes_256_cbc(), NULL, k.aes, iv))
+			goto out;
+	}
+	params[0] = OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, k.hmac, sizeof(k.hmac));
+	params[1] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "SHA256", 0);
+	params[2] = OSSL_PARAM_construct_end();
+	if (!EVP_MAC_CTX_set_params(hctx, params))
+		goto out;
+	/* A ticket under the previous key is accepted and replaced by one under the current key. */
+	rc = enc ? 1 : which == 0 ? 1 : 2;
+out:
+	OPENSSL_cleanse(&k, sizeof(k));
+	return rc;
+}
+
+/* ---- loading ------------------------------------------------------------------- */
+
+static void ssl_reason(char *buf, size_t len)
+{
+	unsigned long e = ERR_peek_last_error();
+	const char *r = e ? ERR_reason_error_string(e) : NULL;
+
+	snprintf(buf, len, "%s", r ? r : "unknown OpenSSL error");
+	ERR_clear_error();
+}
+
+static void cert_free(struct tls_cert *c)
+{
+	X509_free(c->leaf);
+	free(c->file);
+	for (unsigned i = 0; i < c->nnames; i++)
+		free(c->names[i]);
+	free(c->names);
+	free(c->ocsp);
+}
+
+static void srv_free(struct tls_srv *s)
+{
+	if (!s)
+		return;
+	for (unsigned i = 0; i < s->ncerts; i++)
+		cert_free(&s->certs[i]);
+	for (unsigned i = 0; i < s->ngroups; i++)
+		SSL_CTX_free(s->groups[i].ctx);
+	free(s->certs);
+	free(s->groups);
+	free(s);
+}
+
+static void srv_put(struct tls_srv *s)
+{
+	if (s && atomic_fetch_sub(&s->refs, 1) == 1)
+		srv_free(s);
+}
+
+static int read_file(const char *path, uint8_t **out, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	uint8_t *buf = NULL;
+	long n;
+
+	if (!f)
+		return -errno;
+	if (fseek(f, 0, SEEK_END) || (n = ftell(f)) < 0 || n > (1 << 20) || fseek(f, 0, SEEK_SET)) {
+		fclose(f);
+		return -EFBIG;
+	}
+	buf = malloc(n ? (size_t)n : 1);
+	if (!buf || fread(buf, 1, (size_t)n, f) != (size_t)n) {
+		free(buf);
+		fclose(f);
+		return -EIO;
+	}
+	fclose(f);
+	*out = buf;
+	*len = (size_t)n;
+	return 0;
+}
+
+static int add_name(struct tls_cert *c, const char *s, size_t len)
+{
+	char **n = realloc(c->names, (c->nnames + 1) * sizeof(*n));
+	char *d;
+
+	if (!n)
+		return -ENOMEM;
+	c->names = n;
+	d = strndup(s, len);
+	if (!d)
+		return -ENOMEM;
+	for (char *p = d; *p; p++)
+		if (*p >= 'A' && *p <= 'Z')
+			*p = (char)(*p - 'A' + 'a');
+	c->names[c->nnames++] = d;
+	return 0;
+}
+
+/* Names, subject, key type and expiry of the leaf certificate. */
+static int cert_describe(struct tls_cert *c)
+{
+	GENERAL_NAMES *sans = X509_get_ext_d2i(c->leaf, NID_subject_alt_name, NULL, NULL);
+	X509_NAME *subj = X509_get_subject_name(c->leaf);
+	EVP_PKEY *pk = X509_get0_pubkey(c->leaf);
+	const ASN1_TIME *na = X509_get0_notAfter(c->leaf);
+	struct tm tm;
+	int rc = 0;
+
+	c->subject[0] = '\0';
+	if (subj)
+		X509_NAME_get_text_by_NID(subj, NID_commonName, c->subject, sizeof(c->subject));
+	for (int i = 0; sans && i < sk_GENERAL_NAME_num(sans) && !rc; i++) {
+		const GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, i);
+
+		if (g->type == GEN_DNS)
+			rc = add_name(c, (const char *)ASN1_STRING_get0_data(g->d.dNSName),
+				      (size_t)ASN1_STRING_length(g->d.dNSName));
+	}
+	GENERAL_NAMES_free(sans);
+	if (!rc && !c->nnames && c->subject[0])
+		rc = add_name(c, c->subject, strlen(c->subject));
+	if (pk && EVP_PKEY_get_base_id(pk) == EVP_PKEY_EC) {
+		char group[64] = "";
+		size_t gl = 0;
+
+		EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group), &gl);
+		snprintf(c->key, sizeof(c->key), "EC %s",
+			 !strcmp(group, "prime256v1") ? "P-256" : !strcmp(group, "secp384r1") ? "P-384" : group);
+	} else if (pk) {
+		snprintf(c->key, sizeof(c->key), "%s %d", EVP_PKEY_get0_type_name(pk), EVP_PKEY_get_bits(pk));
+	}
+	memset(&tm, 0, sizeof(tm));
+	if (na && ASN1_TIME_to_tm(na, &tm))
+		c->not_after = (int64_t)timegm(&tm);
+	return rc;
+}
+
+static SSL_CTX *ctx_new(struct tls_reg *r, const struct cfg_tls *tc, const char *lname, bool keylog,
+			char *err, size_t errlen)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+	char why[256];
+
+	if (!ctx) {
+		ssl_reason(why, sizeof(why));
+		snprintf(err, errlen, "%s: cannot create a TLS context: %s", tc->where, why);
+		return NULL;
+	}
+	SSL_CTX_set_min_proto_version(ctx, tc->min_version);
+	SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
+	SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_RENEGOTIATION |
+					 SSL_OP_NO_COMPRESSION | (tc->session_tickets ? 0 : SSL_OP_NO_TICKET));
+	if (!SSL_CTX_set_cipher_list(ctx, tc->ciphers ? tc->ciphers : default_ciphers)) {
+		ERR_clear_error();
+		snprintf(err, errlen, "%s: ciphers: no usable TLS 1.2 cipher in \"%s\"", tc->where,
+			 tc->ciphers ? tc->ciphers : default_ciphers);
+		goto fail;
+	}
+	if (!SSL_CTX_set_ciphersuites(ctx, tc->ciphersuites ? tc->ciphersuites : default_suites)) {
+		ERR_clear_error();
+		snprintf(err, errlen, "%s: ciphersuites: no usable TLS 1.3 suite in \"%s\"", tc->where,
+			 tc->ciphersuites ? tc->ciphersuites : default_suites);
+		goto fail;
+	}
+	/* Every context of a listener shares one id context, so SNI switches keep sessions valid. */
+	SSL_CTX_set_session_id_context(ctx, (const unsigned char *)lname,
+				       (unsigned)(strlen(lname) > 32 ? 32 : strlen(lname)));
+	if (tc->session_cache) {
+		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+		SSL_CTX_sess_set_cache_size(ctx, (long)tc->session_cache);
+	} else {
+		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	}
+	SSL_CTX_set_timeout(ctx, 2 * TICKET_ROTATE_S);
+	if (tc->session_tickets)
+		SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb);
+	SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
+	SSL_CTX_set_tlsext_servername_callback(ctx, sni_cb);
+	SSL_CTX_set_tlsext_status_cb(ctx, ocsp_cb);
+	if (keylog)
+		SSL_CTX_set_keylog_callback(ctx, keylog_cb);
+	return ctx;
+fail:
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+/* Refuses a private key file that group or others may read or write. */
+static int key_mode_ok(const struct cfg_tls_cert *cc, char *err, size_t errlen)
+{
+	struct stat st;
+
+	if (stat(cc->key, &st)) {
+		int e = errno;
+
+		snprintf(err, errlen, "%s.key: %s: %s", cc->where, cc->key, strerror(e));
+		return -e;
+	}
+	if (st.st_mode & (S_IRWXG | S_IRWXO)) {
+		snprintf(err, errlen,
+			 "%s.key: %s: private key is accessible to group or others (mode %04o); "
+			 "chmod 600 it",
+			 cc->where, cc->key, (unsigned)(st.st_mode & 07777));
+		return -EPERM;
+	}
+	return 0;
+}
+
+static int srv_build(struct tls_reg *r, const struct config *cfg, unsigned li, struct tls_srv **out,
+		     char *err, size_t errlen)
+{
+	const struct cfg_listener *l = &cfg->listeners[li];
+	const struct cfg_tls *tc = l->tls;
+	bool keylog = r->ktls_kernel && tc->ktls == CFG_KTLS_AUTO;
+	struct tls_srv *s = calloc(1, sizeof(*s));
+	char why[256];
+	int rc = -EINVAL;
+
+	if (!s)
+		return -ENOMEM;
+	atomic_init(&s->refs, 1);
+	s->listener = li;
+	s->loaded_at = time(NULL);
+	s->certs = calloc(tc->ncerts, sizeof(*s->certs));
+	s->groups = calloc(tc->ncerts, sizeof(*s->groups));
+	if (!s->certs || !s->groups) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	for (unsigned i = 0; i < tc->ncerts; i++) {
+		const struct cfg_tls_cert *cc = &tc->certs[i];
+		struct tls_cert *c = &s->certs[i];
+		FILE *f;
+		unsigned g, type;
+
+		if ((rc = key_mode_ok(cc, err, errlen)))
+			goto fail;
+		c->file = strdup(cc->cert);
+		if (!c->file) {
+			rc = -ENOMEM;
+			goto fail;
+		}
+		f = fopen(cc->cert, "r");
+		if (!f) {
+			rc = -errno;
+			snprintf(err, errlen, "%s.cert: %s: %s", cc->where, cc->cert, strerror(-rc));
+			goto fail;
+		}
+		c->leaf = PEM_read_X509(f, NULL, NULL, NULL);
+		fclose(f);
+		if (!c->leaf) {
+			ssl_reason(why, sizeof(why));
+			snprintf(err, errlen, "%s.cert: %s: not a PEM certificate: %s", cc->where, cc->cert,
+				 why);
+			rc = -EINVAL;
+			goto fail;
+		}
+		if ((rc = cert_describe(c)))
+			goto fail;
+		/* Same names and a key type not there yet: side by side in one context. */
+		type = 1u << (EVP_PKEY_get_base_id(X509_get0_pubkey(c->leaf)) & 31);
+		for (g = 0; g < i; g++) {
+			const struct tls_cert *o = &s->certs[g];
+			bool same = o->nnames == c->nnames && !(s->groups[o->group].types & type);
+
+			for (unsigned k = 0; same && k < c->nnames; k++)
+				same = !strcmp(o->names[k], c->names[k]);
+			if (same)
+				break;
+		}
+		if (g < i) {
+			g = s->certs[g].group;
+		} else {
+			g = s->ngroups++;
+			s->groups[g].ctx = ctx_new(r, tc, l->name, keylog, err, errlen);
+			if (!s->groups[g].ctx) {
+				rc = -EINVAL;
+				goto fail;
+			}
+		}
+		c->group = g;
+		s->groups[g].types |= type;
+		if (SSL_CTX_use_certificate_chain_file(s->groups[g].ctx, cc->cert) != 1) {
+			ssl_reason(why, sizeof(why));
+			snprintf(err, errlen, "%s.cert: %s: %s", cc->where, cc->cert, why);
+			rc = -EINVAL;
+			goto fail;
+		}
+		if (SSL_CTX_use_PrivateKey_file(s->groups[g].ctx, cc->key, SSL_FILETYPE_PEM) != 1 ||
+		    SSL_CTX_check_private_key(s->groups[g].ctx) != 1) {
+			ssl_reason(why, sizeof(why));
+			snprintf(err, errlen, "%s.key: %s: %s (does it belong to %s?)", cc->where, cc->key,
+				 why, cc->cert);
+			rc = -EINVAL;
+			goto fail;
+		}
+		if (cc->ocsp_staple && (rc = read_file(cc->ocsp_staple, &c->ocsp, &c->ocsp_len))) {
+			snprintf(err, errlen, "%s.ocsp_staple: %s: %s", cc->where, cc->ocsp_staple,
+				 strerror(-rc));
+			goto fail;
+		}
+	}
+	s->default_group = s->certs[tc->default_cert].group;
+	s->ncerts = tc->ncerts;
+	*out = s;
+	return 0;
+fail:
+	s->ncerts = tc->ncerts;
+	srv_free(s);
+	return rc;
+}
+
+static struct tls_srv *srv_get(struct tls_reg *r, unsigned li)
+{
+	struct tls_srv *s;
+
+	pthread_mutex_lock(&r->lock);
+	s = r->srv[li];
+	if (s)
+		atomic_fetch_add(&s->refs, 1);
+	pthread_mutex_unlock(&r->lock);
+	return s;
+}
+
+/* ---- the kernel probe ---------------------------------------------------------- */
+
+int tls_ktls_probe(char *why, size_t whylen)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(sa);
+	int lfd, cfd = -1, afd = -1, ok = 0;
+
+	lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (lfd < 0 || bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) || listen(lfd, 1) ||
+	    getsockname(lfd, (struct sockaddr *)&sa, &len)) {
+		snprintf(why, whylen, "probe socket: %s", strerror(errno));
+		goto out;
+	}
+	cfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (cfd < 0 || connect(cfd, (struct sockaddr *)&sa, sizeof(sa)) ||
+	    (afd = accept(lfd, NULL, NULL)) < 0) {
+		snprintf(why, whylen, "probe connection: %s", strerror(errno));
+		goto out;
+	}
+	/* The ULP only attaches to an established socket, hence the loopback pair. */
+	if (setsockopt(afd, IPPROTO_TCP, TCP_ULP, "tls", sizeof("tls"))) {
+		snprintf(why, whylen, "setsockopt TCP_ULP tls: %s%s", strerror(errno),
+			 errno == ENOENT ? " (kernel without CONFIG_TLS, or tls.ko not loadable)" : "");
+		goto out;
+	}
+	snprintf(why, whylen, "TCP_ULP tls attaches");
+	ok = 1;
+out:
+	if (afd >= 0)
+		close(afd);
+	if (cfd >= 0)
+		close(cfd);
+	if (lfd >= 0)
+		close(lfd);
+	return ok;
+}
+
+/* ---- registry -------------------------------------------------------------------- */
+
+int tls_start(struct tls_reg **out, const struct config *cfg, char *err, size_t errlen)
+{
+	struct tls_reg *r;
+	bool any = false;
+	int rc;
+
+	*out = NULL;
+	for (unsigned i = 0; i < cfg->nlisteners; i++)
+		any |= cfg->listeners[i].tls != NULL;
+	if (!any)
+		return 0;
+	pthread_once(&bio_once, bio_init_once);
+	if (!bio_meth) {
+		snprintf(err, errlen, "tls: cannot create the OpenSSL BIO method");
+		return -ENOMEM;
+	}
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	pthread_mutex_init(&r->lock, NULL);
+	pthread_rwlock_init(&r->tk_lock, NULL);
+	r->cfg = cfg;
+	r->nlisteners = cfg->nlisteners;
+	r->ktls_kernel = tls_ktls_probe(r->ktls_why, sizeof(r->ktls_why));
+	r->hkdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
+	r->prf = EVP_KDF_fetch(NULL, "TLS1-PRF", NULL);
+	if (!r->hkdf || !r->prf)
+		r->ktls_kernel = false, snprintf(r->ktls_why, sizeof(r->ktls_why),
+						 "OpenSSL lacks the HKDF or TLS1-PRF KDF");
+	if (ticket_key_new(&r->tk[0]) || ticket_key_new(&r->tk[1])) {
+		snprintf(err, errlen, "tls: no randomness for the session ticket keys");
+		tls_stop(r);
+		return -EIO;
+	}
+	r->tk_rotate_at = time(NULL) + TICKET_ROTATE_S;
+	for (unsigned i = 0; i < cfg->nlisteners; i++) {
+		const struct cfg_tls *tc = cfg->listeners[i].tls;
+
+		if (!tc)
+			continue;
+		if ((rc = srv_build(r, cfg, i, &r->srv[i], err, errlen))) {
+			tls_stop(r);
+			return rc;
+		}
+		if (tc->ktls == CFG_KTLS_OFF)
+			log_notice("listener %s: TLS in userspace (ktls: off)", cfg->listeners[i].name);
+		else if (r->ktls_kernel)
+			log_notice("listener %s: TLS with kTLS: the kernel takes the record layer after "
+				   "each handshake (%s)", cfg->listeners[i].name, r->ktls_why);
+		else
+			log_notice("listener %s: TLS in userspace: no kTLS in this kernel (%s)",
+				   cfg->listeners[i].name, r->ktls_why);
+	}
+	*out = r;
+	return 0;
+}
+
+void tls_stop(struct tls_reg *r)
+{
+	if (!r)
+		return;
+	for (unsigned i = 0; i < CFG_MAX_LISTENERS; i++)
+		srv_put(r->srv[i]);
+	EVP_KDF_free(r->hkdf);
+	EVP_KDF_free(r->prf);
+	OPENSSL_cleanse(r->tk, sizeof(r->tk));
+	pthread_rwlock_destroy(&r->tk_lock);
+	pthread_mutex_destroy(&r->lock);
+	free(r);
+}
+
+int tls_reload(struct tls_reg *r, const struct config *cfg, char *err, size_t errlen)
+{
+	struct tls_srv *fresh[CFG_MAX_LISTENERS] = { 0 };
+	int rc = 0;
+
+	for (unsigned i = 0; i < cfg->nlisteners && !rc; i++)
+		if (cfg->listeners[i].tls)
+			rc = srv_build(r, cfg, i, &fresh[i], err, errlen);
+	if (rc) {
+		for (unsigned i = 0; i < CFG_MAX_LISTENERS; i++)
+			srv_free(fresh[i]);
+		return rc;
+	}
+	/* Connections hold their own reference: the old sets go with their last handshake. */
+	pthread_mutex_lock(&r->lock);
+	for (unsigned i = 0; i < CFG_MAX_LISTENERS; i++) {
+		struct tls_srv *old = r->srv[i];
+
+		r->srv[i] = fresh[i];
+		fresh[i] = old;
+	}
+	r->cfg = cfg;
+	r->reloads++;
+	r->reloaded_at = time(NULL);
+	pthread_mutex_unlock(&r->lock);
+	for (unsigned i = 0; i < CFG_MAX_LISTENERS; i++)
+		srv_put(fresh[i]);
+	return 0;
+}
+
+bool tls_listener_on(const struct tls_reg *r, unsigned listener)
+{
+	return r && listener < CFG_MAX_LISTENERS && r->cfg->listeners[listener].tls;
+}
+
+uint64_t tls_handshake_timeout_ms(const struct tls_reg *r, unsigned listener)
+{
+	return r->cfg->listeners[listener].tls->handshake_timeout_ms;
+}
+
+static const char *listener_path(const struct tls_reg *r, unsigned li)
+{
+	const struct cfg_tls *tc = r->cfg->listeners[li].tls;
+
+	if (!tc)
+		return "off";
+	return tc->ktls == CFG_KTLS_AUTO && r->ktls_kernel ? "ktls" : "userspace";
+}
+
+void tls_status_listener(const struct tls_reg *r, unsigned li, struct jsonw *w)
+{
+	if (!tls_listener_on(r, li)) {
+		jsonw_str(w, "tls", "off");
+		return;
+	}
+	const struct tls_lstats *st = &r->st[li];
+
+	jsonw_str(w, "tls", listener_path(r, li));
+	jsonw_u64(w, "tls_handshakes", atomic_load(&st->hs_ok));
+	jsonw_u64(w, "ktls_connections", atomic_load(&st->ktls));
+	jsonw_u64(w, "userspace_tls_connections", atomic_load(&st->user));
+}
+
+/* ---- per connection ----------------------------------------------------------------- */
+
+struct tls_conn *tls_conn_new(struct tls_reg *r, unsigned listener)
+{
+	struct tls_conn *t = calloc(1, sizeof(*t));
+	BIO *bio;
+
+	if (!t)
+		return NULL;
+	t->reg = r;
+	t->listener = listener;
+	t->srv = srv_get(r, listener);
+	t->in = malloc(TLS_IN_CAP);
+	if (!t->srv || !t->in)
+		goto fail;
+	t->ssl = SSL_new(t->srv->groups[t->srv->default_group].ctx);
+	bio = BIO_new(bio_meth);
+	if (!t->ssl || !bio) {
+		BIO_free(bio);
+		goto fail;
+	}
+	BIO_set_data(bio, t);
+	SSL_set_bio(t->ssl, bio, bio); /* one BIO both ways: SSL_set_bio then owns our one reference */
+	SSL_set_app_data(t->ssl, t);
+	SSL_set_accept_state(t->ssl);
+	t->want_ktls = r->ktls_kernel && r->cfg->listeners[listener].tls->ktls == CFG_KTLS_AUTO;
+	return t;
+fail:
+	ERR_clear_error();
+	tls_conn_free(t);
+	return NULL;
+}
+
+void tls_conn_free(struct tls_conn *t)
+{
+	if (!t)
+		return;
+	if (t->hs_done && !t->decided)
+		stat_add(&t->reg->st[t->listener].user);
+	/* OpenSSL drops a session from the cache when the connection did not shut down
+	 * cleanly; an HTTP close (or the kernel owning the records) is clean for us. */
+	if (t->ssl && t->hs_done && !t->fatal)
+		SSL_set_shutdown(t->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+	SSL_free(t->ssl);
+	srv_put(t->srv);
+	OPENSSL_cleanse(t->tx_secret, sizeof(t->tx_secret));
+	OPENSSL_cleanse(t->rx_secret, sizeof(t->rx_secret));
+	free(t->in);
+	free(t->wb);
+	free(t->sb);
+	free(t);
+}
+
+char *tls_in_space(struct tls_conn *t, size_t *len)
+{
+	if (t->in_off == t->in_len) {
+		t->in_off = t->in_len = 0;
+	} else if (t->in_off && t->in_len == TLS_IN_CAP) {
+		memmove(t->in, t->in + t->in_off, t->in_len - t->in_off);
+		t->in_len -= t->in_off;
+		t->in_off = 0;
+	}
+	*len = TLS_IN_CAP - t->in_len;
+	return t->in + t->in_len;
+}
+
+void tls_in_commit(struct tls_conn *t, size_t n)
+{
+	t->in_len += (uint32_t)n;
+}
+
+void tls_conn_failed(struct tls_conn *t)
+{
+	if (t->failed_counted || t->hs_done)
+		return;
+	t->failed_counted = true;
+	stat_add(&t->reg->st[t->listener].hs_fail);
+}
+
+int tls_handshake(struct tls_conn *t)
+{
+	int r, e;
+
+	ERR_clear_error();
+	t->wr_call = t->wr.records;
+	r = SSL_do_handshake(t->ssl);
+	if (r == 1) {
+		struct tls_lstats *st = &t->reg->st[t->listener];
+
+		t->hs_done = true;
+		/* TLS 1.3: the call that read the client's Finished wrote only session tickets,
+		 * the first records under the server's application key; nothing read since. */
+		t->wr_base = t->wr_call;
+		t->rd_base = t->rd.records;
+		stat_add(&st->hs_ok);
+		if (SSL_session_reused(t->ssl))
+			stat_add(&st->resumed);
+		if (!t->want_ktls) {
+			t->decided = true;
+			stat_add(&st->user);
+		}
+		return 1;
+	}
+	e = SSL_get_error(t->ssl, r);
+	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+		ERR_clear_error();
+		return TLS_WANT;
+	}
+	if (log_threshold >= LOG_DEBUG) {
+		char why[256];
+
+		ssl_reason(why, sizeof(why));
+		log_debug("listener %s: TLS handshake failed: %s",
+			  t->reg->cfg->listeners[t->listener].name, why);
+	}
+	ERR_clear_error();
+	t->fatal = true;
+	tls_conn_failed(t);
+	return -EPROTO;
+}
+
+ssize_t tls_read(struct tls_conn *t, char *buf, size_t len)
+{
+	size_t got = 0;
+
+	ERR_clear_error();
+	while (got < len) {
+		size_t want = len - got > INT_MAX ? INT_MAX : len - got;
+		int n = SSL_read(t->ssl, buf + got, (int)want);
+		int e;
+
+		if (n > 0) {
+			got += (size_t)n;
+			continue;
+		}
+		e = SSL_get_error(t->ssl, n);
+		ERR_clear_error();
+		if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+			break;
+		if (got)
+			break; /* the data first; the end comes back on the next call */
+		if (e == SSL_ERROR_ZERO_RETURN)
+			return 0;
+		t->fatal = true;
+		return -EPROTO;
+	}
+	return got ? (ssize_t)got : TLS_WANT;
+}
+
+bool tls_read_buffered(const struct tls_conn *t)
+{
+	return t->in_off != t->in_len || SSL_has_pending(t->ssl);
+}
+
+int tls_write(struct tls_conn *t, const void *buf, size_t len)
+{
+	const char *p = buf;
+
+	ERR_clear_error();
+	while (len) {
+		size_t want = len > INT_MAX ? INT_MAX : len;
+		int n = SSL_write(t->ssl, p, (int)want);
+
+		if (n <= 0) {
+			ERR_clear_error();
+			t->fatal = true;
+			return -EPROTO;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+size_t tls_out_next(struct tls_conn *t, const char **p)
+{
+	if (t->sb_off == t->sb_len) {
+		char *b = t->sb;
+		size_t cap = t->sb_cap;
+
+		t->sb_off = t->sb_len = 0;
+		if (!t->wb_len)
+			return 0;
+		/* Swap: the queued bytes become the send buffer; OpenSSL appends to the other. */
+		t->sb = t->wb;
+		t->sb_cap = t->wb_cap;
+		t->sb_len = t->wb_len;
+		t->wb = b;
+		t->wb_cap = cap;
+		t->wb_len = 0;
+	}
+	*p = t->sb + t->sb_off;
+	return t->sb_len - t->sb_off;
+}
+
+size_t tls_out_sent(struct tls_conn *t, size_t n)
+{
+	t->sb_off += n;
+	if (t->sb_off >= t->sb_len)
+		t->sb_off = t->sb_len = 0;
+	return t->sb_len - t->sb_off + t->wb_len;
+}
+
+void tls_close_notify(struct tls_conn *t, int fd)
+{
+	static const uint8_t alert[2] = { 1, 0 }; /* warning, close_notify */
+	const char *p;
+	size_t n;
+
+	if (!t->hs_done || t->fatal)
+		return;
+	if (t->ktls_mask & TLS_KTLS_TX) {
+		/* The kernel seals it: an alert record via TLS_SET_RECORD_TYPE. */
+		union {
+			struct cmsghdr h;
+			char buf[CMSG_SPACE(sizeof(unsigned char))];
+		} cm;
+		struct iovec iov = { .iov_base = (void *)alert, .iov_len = sizeof(alert) };
+		struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.buf,
+				      .msg_controllen = sizeof(cm.buf) };
+		struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+
+		c->cmsg_level = SOL_TLS;
+		c->cmsg_type = TLS_SET_RECORD_TYPE;
+		c->cmsg_len = CMSG_LEN(sizeof(unsigned char));
+		*CMSG_DATA(c) = REC_ALERT;
+		sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+		return;
+	}
+	if (t->sb_len || t->wb_len)
+		return; /* ciphertext still queued: the alert would overtake it */
+	ERR_clear_error();
+	SSL_shutdown(t->ssl);
+	ERR_clear_error();
+	while ((n = tls_out_next(t, &p))) {
+		ssize_t k = send(fd, p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+
+		if (k <= 0)
+			break;
+		tls_out_sent(t, (size_t)k);
+	}
+}
+
+/* ---- kTLS ------------------------------------------------------------------------- */
+
+union ktls_info {
+	struct tls_crypto_info base;
+	struct tls12_crypto_info_aes_gcm_128 gcm128;
+	struct tls12_crypto_info_aes_gcm_256 gcm256;
+	struct tls12_crypto_info_chacha20_poly1305 chacha;
+};
+
+/* HKDF-Expand-Label(secret, label, "", len) of RFC 8446 7.1. */
+static int hkdf_label(struct tls_reg *r, const EVP_MD *md, const uint8_t *secret, size_t slen,
+		      const char *label, uint8_t *out, size_t olen)
+{
+	uint8_t info[4 + 6 + 16];
+	size_t ll = strlen(label), n = 0;
+	int mode = EVP_KDF_HKDF_MODE_EXPAND_ONLY, ok;
+	EVP_KDF_CTX *k = EVP_KDF_CTX_new(r->hkdf);
+	OSSL_PARAM p[5];
+
+	if (!k)
+		return -ENOMEM;
+	info[n++] = (uint8_t)(olen >> 8);
+	info[n++] = (uint8_t)olen;
+	info[n++] = (uint8_t)(6 + ll);
+	memcpy(info + n, "tls13 ", 6);
+	n += 6;
+	memcpy(info + n, label, ll);
+	n += ll;
+	info[n++] = 0;
+	p[0] = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)EVP_MD_get0_name(md), 0);
+	p[1] = OSSL_PARAM_construct_int(OSSL_KDF_PARAM_MODE, &mode);
+	p[2] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)secret, slen);
+	p[3] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, info, n);
+	p[4] = OSSL_PARAM_construct_end();
+	ok = EVP_KDF_derive(k, out, olen, p);
+	EVP_KDF_CTX_free(k);
+	return ok == 1 ? 0 : -EIO;
+}
+
+/* TLS 1.2 key block (RFC 5246 6.3) from the master secret: AEAD, so no MAC keys. */
+static int tls12_key_block(struct tls_reg *r, SSL *ssl, const EVP_MD *md, uint8_t *out, size_t olen)
+{
+	uint8_t ms[SSL_MAX_MASTER_KEY_LENGTH], seed[13 + 2 * SSL3_RANDOM_SIZE];
+	size_t mslen = SSL_SESSION_get_master_key(SSL_get_session(ssl), ms, sizeof(ms));
+	EVP_KDF_CTX *k = EVP_KDF_CTX_new(r->prf);
+	OSSL_PARAM p[4];
+	int ok;
+
+	if (!k || !mslen) {
+		EVP_KDF_CTX_free(k);
+		return -EIO;
+	}
+	memcpy(seed, "key expansion", 13);
+	SSL_get_server_random(ssl, seed + 13, SSL3_RANDOM_SIZE);
+	SSL_get_client_random(ssl, seed + 13 + SSL3_RANDOM_SIZE, SSL3_RANDOM_SIZE);
+	p[0] = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)EVP_MD_get0_name(md), 0);
+	p[1] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SECRET, ms, mslen);
+	p[2] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SEED, seed, sizeof(seed));
+	p[3] = OSSL_PARAM_construct_end();
+	ok = EVP_KDF_derive(k, out, olen, p);
+	EVP_KDF_CTX_free(k);
+	OPENSSL_cleanse(ms, sizeof(ms));
+	return ok == 1 ? 0 : -EIO;
+}
+
+/*
+ * Fills a kernel crypto_info: key, the 12-byte nonce base split as the kernel
+ * wants it (salt = first 4 bytes for GCM; for TLS 1.2 GCM the other 8 are the
+ * explicit nonce, started at the sequence number), and the record sequence.
+ */
+static socklen_t fill_info(union ktls_info *u, int version, int nid, const uint8_t *key,
+			   const uint8_t *iv, uint64_t seq)
+{
+	uint8_t rs[8];
+
+	for (int i = 0; i < 8; i++)
+		rs[i] = (uint8_t)(seq >> (56 - 8 * i));
+	memset(u, 0, sizeof(*u));
+	u->base.version = version == TLS1_3_VERSION ? TLS_1_3_VERSION : TLS_1_2_VERSION;
+	switch (nid) {
+	case NID_aes_128_gcm:
+		u->base.cipher_type = TLS_CIPHER_AES_GCM_128;
+		memcpy(u->gcm128.key, key, 16);
+		memcpy(u->gcm128.salt, iv, 4);
+		memcpy(u->gcm128.iv, version == TLS1_3_VERSION ? iv + 4 : rs, 8);
+		memcpy(u->gcm128.rec_seq, rs, 8);
+		return sizeof(u->gcm128);
+	case NID_aes_256_gcm:
+		u->base.cipher_type = TLS_CIPHER_AES_GCM_256;
+		memcpy(u->gcm256.key, key, 32);
+		memcpy(u->gcm256.salt, iv, 4);
+		memcpy(u->gcm256.iv, version == TLS1_3_VERSION ? iv + 4 : rs, 8);
+		memcpy(u->gcm256.rec_seq, rs, 8);
+		return sizeof(u->gcm256);
+	default:
+		u->base.cipher_type = TLS_CIPHER_CHACHA20_POLY1305;
+		memcpy(u->chacha.key, key, 32);
+		memcpy(u->chacha.iv, iv, 12);
+		memcpy(u->chacha.rec_seq, rs, 8);
+		return sizeof(u->chacha);
+	}
+}
+
+static int ktls_install(struct tls_conn *t, int fd)
+{
+	const SSL_CIPHER *ciph = SSL_get_current_cipher(t->ssl);
+	int nid = ciph ? SSL_CIPHER_get_cipher_nid(ciph) : NID_undef;
+	int version = SSL_version(t->ssl);
+	const EVP_MD *md = ciph ? SSL_CIPHER_get_handshake_digest(ciph) : NULL;
+	size_t klen, ivlen = version == TLS1_3_VERSION || nid == NID_chacha20_poly1305 ? 12 : 4;
+	uint8_t txk[32], rxk[32], txiv[12], rxiv[12], kb[2 * 32 + 2 * 12];
+	uint64_t txseq, rxseq;
+	union ktls_info tx, rx;
+	socklen_t len;
+	int mask = 0;
+
+	if (nid == NID_aes_128_gcm)
+		klen = 16;
+	else if (nid == NID_aes_256_gcm || nid == NID_chacha20_poly1305)
+		klen = 32;
+	else
+		return -EOPNOTSUPP; /* a cipher the kernel has no record layer for */
+	if (!md)
+		return -EOPNOTSUPP;
+	if (version == TLS1_3_VERSION) {
+		if (!t->tx_len || !t->rx_len ||
+		    hkdf_label(t->reg, md, t->tx_secret, t->tx_len, "key", txk, klen) ||
+		    hkdf_label(t->reg, md, t->tx_secret, t->tx_len, "iv", txiv, 12) ||
+		    hkdf_label(t->reg, md, t->rx_secret, t->rx_len, "key", rxk, klen) ||
+		    hkdf_label(t->reg, md, t->rx_secret, t->rx_len, "iv", rxiv, 12))
+			return -EIO;
+		txseq = t->wr.records - t->wr_base;
+		rxseq = t->rd.records - t->rd_base;
+	} else if (version == TLS1_2_VERSION) {
+		if (tls12_key_block(t->reg, t->ssl, md, kb, 2 * klen + 2 * ivlen))
+			return -EIO;
+		/* client_write_key, server_write_key, client_write_IV, server_write_IV */
+		memcpy(rxk, kb, klen);
+		memcpy(txk, kb + klen, klen);
+		memcpy(rxiv, kb + 2 * klen, ivlen);
+		memcpy(txiv, kb + 2 * klen + ivlen, ivlen);
+		OPENSSL_cleanse(kb, sizeof(kb));
+		txseq = t->wr.since_ccs;
+		rxseq = t->rd.since_ccs;
+	} else {
+		return -EOPNOTSUPP;
+	}
+	if (setsockopt(fd, IPPROTO_TCP, TCP_ULP, "tls", sizeof("tls"))) {
+		mask = -errno;
+		goto out;
+	}
+	len = fill_info(&tx, version, nid, txk, txiv, txseq);
+	if (!setsockopt(fd, SOL_TLS, TLS_TX, &tx, len))
+		mask |= TLS_KTLS_TX;
+	len = fill_info(&rx, version, nid, rxk, rxiv, rxseq);
+	if (!setsockopt(fd, SOL_TLS, TLS_RX, &rx, len))
+		mask |= TLS_KTLS_RX;
+	OPENSSL_cleanse(&tx, sizeof(tx));
+	OPENSSL_cleanse(&rx, sizeof(rx));
+out:
+	OPENSSL_cleanse(txk, sizeof(txk));
+	OPENSSL_cleanse(rxk, sizeof(rxk));
+	OPENSSL_cleanse(txiv, sizeof(txiv));
+	OPENSSL_cleanse(rxiv, sizeof(rxiv));
+	return mask;
+}
+
+bool tls_ktls_pending(const struct tls_conn *t)
+{
+	return !t->decided;
+}
+
+int tls_ktls_try(struct tls_conn *t, int fd)
+{
+	struct tls_lstats *st = &t->reg->st[t->listener];
+	int rc;
+
+	if (t->decided)
+		return t->ktls_mask;
+	/* Only at a record boundary with nothing queued either way: the kernel starts there. */
+	if (!t->hs_done || t->in_off != t->in_len || SSL_has_pending(t->ssl) || !rec_boundary(&t->rd) ||
+	    !rec_boundary(&t->wr) || t->wb_len || t->sb_len)
+		return 0;
+	t->decided = true;
+	rc = ktls_install(t, fd);
+	OPENSSL_cleanse(t->tx_secret, sizeof(t->tx_secret));
+	OPENSSL_cleanse(t->rx_secret, sizeof(t->rx_secret));
+	if (rc <= 0) {
+		if (rc < 0 && rc != -EOPNOTSUPP) {
+			stat_add(&st->install_fail);
+			log_debug("listener %s: kTLS not installed: %s",
+				  t->reg->cfg->listeners[t->listener].name, strerror(-rc));
+		}
+		stat_add(&st->user);
+		return 0;
+	}
+	t->ktls_mask = rc;
+	stat_add(&st->ktls);
+	if (!(rc & TLS_KTLS_RX))
+		stat_add(&st->ktls_tx_only);
+	return rc;
+}
+
+struct msghdr *tls_ktls_rxmsg(struct tls_conn *t, char *buf, size_t len)
+{
+	t->rxiov.iov_base = buf;
+	t->rxiov.iov_len = len;
+	memset(&t->rxmsg, 0, sizeof(t->rxmsg));
+	t->rxmsg.msg_iov = &t->rxiov;
+	t->rxmsg.msg_iovlen = 1;
+	t->rxmsg.msg_control = t->rxcmsg.buf;
+	t->rxmsg.msg_controllen = sizeof(t->rxcmsg.buf);
+	return &t->rxmsg;
+}
+
+int tls_ktls_rxresult(struct tls_conn *t, int res)
+{
+	struct cmsghdr *cm;
+
+	if (res < 0)
+		return res == -EIO || res == -EBADMSG || res == -EMSGSIZE ? -EPROTO : res;
+	for (cm = CMSG_FIRSTHDR(&t->rxmsg); cm; cm = CMSG_NXTHDR(&t->rxmsg, cm)) {
+		unsigned char type;
+
+		if (cm->cmsg_level != SOL_TLS || cm->cmsg_type != TLS_GET_RECORD_TYPE)
+			continue;
+		type = *CMSG_DATA(cm);
+		if (type == REC_DATA)
+			return res;
+		if (type == REC_HANDSHAKE) {
+			/* A KeyUpdate (or any post-handshake message): the kernel keeps the old key. */
+			stat_add(&t->reg->st[t->listener].keyupdate);
+			log_info("listener %s: peer sent a TLS handshake record on a kTLS connection "
+				 "(KeyUpdate?): closing it", t->reg->cfg->listeners[t->listener].name);
+			return -EPROTO;
+		}
+		return 0; /* an alert: close_notify or fatal, the connection is over */
+	}
+	return res;
+}
+
+/* ---- control commands ---------------------------------------------------------------- */
+
+struct tls_cmd_ctx {
+	struct tls_reg *r;
+	const struct config *cfg;
+};
+
+static void iso_time(int64_t sec, char *buf, size_t len)
+{
+	time_t t = (time_t)sec;
+	struct tm tm;
+
+	gmtime_r(&t, &tm);
+	strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static int cmd_status(void *ctx, const struct control_req *req, struct jsonw *w, char *err,
+		      size_t errlen)
+{
+	struct tls_cmd_ctx *cc = ctx;
+	struct tls_reg *r = cc->r;
+	int64_t now = (int64_t)time(NULL);
+	char when[32];
+
+	jsonw_bool(w, "ktls_kernel", r->ktls_kernel);
+	jsonw_str(w, "ktls_probe", r->ktls_why);
+	jsonw_u64(w, "reloads", r->reloads);
+	jsonw_u64(w, "warn_days", CERT_WARN_DAYS);
+	jsonw_arr_begin(w, "listeners");
+	for (unsigned li = 0; li < r->nlisteners; li++) {
+		struct tls_srv *s = srv_get(r, li);
+		const struct tls_lstats *st = &r->st[li];
+
+		if (!s)
+			continue;
+		jsonw_obj_begin(w);
+		jsonw_str(w, "name", r->cfg->listeners[li].name);
+		jsonw_str(w, "path", listener_path(r, li));
+		iso_time(s->loaded_at, when, sizeof(when));
+		jsonw_str(w, "loaded", when);
+		jsonw_u64(w, "handshakes", atomic_load(&st->hs_ok));
+		jsonw_u64(w, "handshake_failures", atomic_load(&st->hs_fail));
+		jsonw_u64(w, "resumed", atomic_load(&st->resumed));
+		jsonw_u64(w, "ktls_connections", atomic_load(&st->ktls));
+		jsonw_u64(w, "ktls_tx_only", atomic_load(&st->ktls_tx_only));
+		jsonw_u64(w, "userspace_connections", atomic_load(&st->user));
+		jsonw_u64(w, "ktls_keyupdate_failures", atomic_load(&st->keyupdate));
+		jsonw_u64(w, "ktls_install_failures", atomic_load(&st->install_fail));
+		jsonw_arr_begin(w, "certificates");
+		for (unsigned i = 0; i < s->ncerts; i++) {
+			const struct tls_cert *c = &s->certs[i];
+			int64_t days = (c->not_after - now) / 86400;
+
+			jsonw_obj_begin(w);
+			jsonw_str(w, "file", c->file);
+			jsonw_str(w, "subject", c->subject);
+			jsonw_str(w, "key", c->key);
+			jsonw_arr_begin(w, "names");
+			for (unsigned k = 0; k < c->nnames; k++)
+				jsonw_str(w, NULL, c->names[k]);
+			jsonw_arr_end(w);
+			iso_time(c->not_after, when, sizeof(when));
+			jsonw_str(w, "not_after", when);
+			jsonw_i64(w, "days_left", days);
+			jsonw_bool(w, "expiring", c->not_after - now < CERT_WARN_DAYS * 86400);
+			jsonw_bool(w, "default", c->group == s->default_group &&
+						 i == r->cfg->listeners[li].tls->default_cert);
+			jsonw_bool(w, "ocsp_staple", c->ocsp != NULL);
+			jsonw_obj_end(w);
+		}
+		jsonw_arr_end(w);
+		jsonw_obj_end(w);
+		srv_put(s);
+	}
+	jsonw_arr_end(w);
+	return 0;
+}
+
+static int cmd_reload(void *ctx, const struct control_req *req, struct jsonw *w, char *err,
+		      size_t errlen)
+{
+	struct tls_cmd_ctx *cc = ctx;
+	int rc = tls_reload(cc->r, cc->cfg, err, errlen);
+
+	if (rc) {
+		log_warn("tls.reload refused, the running certificates stay: %s", err);
+		return rc;
+	}
+	log_notice("tls.reload: certificates and keys reloaded; new handshakes use them");
+	jsonw_u64(w, "reloads", cc->r->reloads);
+	return 0;
+}
+
+int tls_register_commands(struct tls_reg *r, struct control *c, const struct config *cfg)
+{
+	/* Lives as long as the process: the control socket may call it until exit. */
+	static struct tls_cmd_ctx cc;
+	int rc;
+
+	if (!r)
+		return 0;
+	cc.r = r;
+	cc.cfg = cfg;
+	if ((rc = control_register(c, "tls.status", cmd_status, &cc)))
+		return rc;
+	return control_register(c, "tls.reload", cmd_reload, &cc);
+}
+
+/* ---- metrics ---------------------------------------------------------------------------- */
+
+static void collect(void *ctx, struct metrics_out *o)
+{
+	struct tls_reg *r = ctx;
+	static const struct {
+		const char *name, *type, *help;
+	} fam[] = {
+		{ "openclaw_tls_handshakes_total", "counter", "TLS handshakes by result (ok, failed) and resumption" },
+		{ "openclaw_tls_connections_total", "counter", "TLS connections by record layer: ktls (kernel) or userspace" },
+		{ "openclaw_tls_ktls_failures_total", "counter", "kTLS problems: keyupdate (connection closed), install (stayed in userspace)" },
+		{ "openclaw_tls_certificate_expiry_seconds", "gauge", "notAfter of each loaded certificate, Unix time" },
+	};
+
+	for (unsigned f = 0; f < sizeof(fam) / sizeof(fam[0]); f++) {
+		metrics_family(o, fam[f].name, fam[f].type, fam[f].help);
+		for (unsigned li = 0; li < r->nlisteners; li++) {
+			const struct tls_lstats *st = &r->st[li];
+			const char *ln = r->cfg->listeners[li].name;
+
+			if (!r->cfg->listeners[li].tls)
+				continue;
+			if (f == 0) {
+				metrics_sample_u64(o, fam[f].name, (const char *const[]){ "listener", ln, "result", "ok", NULL }, atomic_load(&st->hs_ok));
+				metrics_sample_u64(o, fam[f].name, (const char *const[]){ "listener", ln, "result", "failed", NULL }, atomic_load(&st->hs_fail));
+				metrics_sample_u64(o, fam[f].name, (const char *const[]){ "listener", ln, "result", "resumed", NULL }, atomic_load(&st->resumed));
+			} else if (f == 1) {
+				metrics_sample_u64(o, fam[f].name, (const char *const[]){ "listener", ln, "path", "ktls", NULL }, atomic_load(&st->ktls));
+				metrics_sample_u64(o, fam[f].name, (const char *const[]){ "listener", ln, "path", "userspace", NULL }, atomic_load(&st->user));
+			} else if (f == 2) {
+				metrics_sample_u64(o, fam[f].name, (const char *const[]){ "listener", ln, "reason", "keyupdate", NULL }, atomic_load(&st->keyupdate));
+				metrics_sample_u64(o, fam[f].name, (const char *const[]){ "listener", ln, "reason", "install", NULL }, atomic_load(&st->install_fail));
+			} else {
+				struct tls_srv *s = srv_get(r, li);
+
+				for (unsigned i = 0; s && i < s->ncerts; i++)
+					metrics_sample_u64(o, fam[f].name, (const char *const[]){ "listener", ln, "cert", s->certs[i].file, NULL },
+							   (uint64_t)(s->certs[i].not_after > 0 ? s->certs[i].not_after : 0));
+				srv_put(s);
+			}
+		}
+	}
+}
+
+int tls_register_metrics(struct tls_reg *r, struct metrics *m)
+{
+	return r && m ? metrics_register(m, collect, r) : 0;
+}

@@ -1,0 +1,685 @@
+#!/usr/bin/env python3
+# selftests/e2e/test_splice.py — sockmap splice end to end: splice and tcp modes, FIN/RST, memory bound, fallback, accounting.
+import hashlib
+import json
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import threading
+import time
+
+from harness import *
+
+t = Tap()
+
+PIN_BASE = "/sys/fs/bpf/openclaw-e2e-splice-%d" % os.getpid()
+BLOCK = bytes(range(256)) * 256  # 64 KiB pattern block
+OK_RESP = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+def need_bpf():
+    if os.geteuid() != 0 or not os.path.isdir("/sys/fs/bpf"):
+        raise Skip("needs root and a bpf file system")
+
+
+def pin_dir(name):
+    return "%s/%s" % (PIN_BASE, name)
+
+
+def splice_cfg(backend_addr, mode="splice", **splice):
+    cfg = simple_config(backend_addr)
+    cfg["routes"][0]["mode"] = mode
+    if mode == "tcp":
+        cfg["routes"][0]["listeners"] = ["web"]
+    sp = {"pin_dir": pin_dir("%s-%d" % (mode, free_port()))}
+    sp.update(splice)
+    cfg["splice"] = sp
+    return cfg
+
+
+def ctl(cd, cmd, **args):
+    path = os.path.join(cd.dir, "ctl.sock")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(5)
+    try:
+        s.connect(path)
+        req = dict(args)
+        req["cmd"] = cmd
+        s.sendall(json.dumps(req).encode() + b"\n")
+        buf = b""
+        while not buf.endswith(b"\n"):
+            d = s.recv(65536)
+            if not d:
+                break
+            buf += d
+        return json.loads(buf)
+    finally:
+        s.close()
+
+
+def pattern(n):
+    """Yields n bytes of the repeating pattern in 64 KiB blocks."""
+    left = n
+    while left:
+        k = min(left, len(BLOCK))
+        yield BLOCK[:k]
+        left -= k
+
+
+def pattern_hash(n):
+    h = hashlib.sha256()
+    for b in pattern(n):
+        h.update(b)
+    return h.hexdigest()
+
+
+class RawBackend:
+    """
+    A backend speaking raw bytes. http=True: answers the first HTTP request
+    head with a 200 first (what splice mode needs), keeping bytes after the
+    head. Then per mode: "echo" (until EOF, then FIN), "swap" (sends `size`
+    pattern bytes while hashing what it reads until EOF), "hold" (reads
+    slowly at `rate` bytes/s). Every connection's outcome lands in results.
+    """
+
+    def __init__(self, mode, http=False, size=0, rate=0, rcvbuf=0):
+        self.mode, self.http, self.size, self.rate, self.rcvbuf = mode, http, size, rate, rcvbuf
+        self.results = []
+        self.conns = []
+        self.lock = threading.Lock()
+        self.ls = socket.socket()
+        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if rcvbuf:
+            self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(64)
+        self.addr = "127.0.0.1:%d" % self.ls.getsockname()[1]
+        self.read_bytes = 0
+        self.stop = threading.Event()
+        threading.Thread(target=self._loop, daemon=True).start()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()
+
+    def close(self):
+        self.stop.set()
+        try:
+            self.ls.close()
+        except OSError:
+            pass
+        with self.lock:
+            for c in self.conns:
+                try:
+                    c.close()
+                except OSError:
+                    pass
+
+    def _loop(self):
+        while not self.stop.is_set():
+            try:
+                c, _ = self.ls.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.conns.append(c)
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        res = {"error": None, "got": 0, "hash": None, "eof": False}
+        try:
+            c.settimeout(60)
+            rest = b""
+            if self.http:
+                buf = b""
+                while b"\r\n\r\n" not in buf:
+                    d = c.recv(65536)
+                    if not d:
+                        return
+                    buf += d
+                rest = buf.split(b"\r\n\r\n", 1)[1]
+                c.sendall(OK_RESP)
+            getattr(self, "_" + self.mode)(c, rest, res)
+        except OSError as e:
+            res["error"] = e.errno or str(e)
+        finally:
+            with self.lock:
+                self.results.append(res)
+
+    def _echo(self, c, rest, res):
+        if rest:
+            c.sendall(rest)
+        while True:
+            d = c.recv(65536)
+            if not d:
+                break
+            c.sendall(d)
+        res["eof"] = True
+        c.shutdown(socket.SHUT_WR)
+
+    def _swap(self, c, rest, res):
+        h = hashlib.sha256(rest)
+        got = [len(rest)]
+
+        def reader():
+            while True:
+                d = c.recv(1 << 20)
+                if not d:
+                    break
+                h.update(d)
+                got[0] += len(d)
+
+        th = threading.Thread(target=reader, daemon=True)
+        th.start()
+        for b in pattern(self.size):
+            c.sendall(b)
+        c.shutdown(socket.SHUT_WR)
+        th.join(120)
+        res.update(got=got[0], hash=h.hexdigest(), eof=True)
+
+    def _hold(self, c, rest, res):
+        # A slow reader: `rate` bytes per second in 64 KiB steps.
+        self.read_bytes = len(rest)
+        while not self.stop.is_set():
+            d = c.recv(65536)
+            if not d:
+                break
+            self.read_bytes += len(d)
+            time.sleep(len(d) / self.rate)
+        res["eof"] = True
+
+
+def serve_each(handler):
+    """A listening socket whose every connection runs handler(conn) on a thread (the
+    harness probes a listener with a connection of its own: tcp mode forwards it)."""
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(16)
+
+    def loop():
+        while True:
+            try:
+                c, _ = ls.accept()
+            except OSError:
+                return
+            threading.Thread(target=handler, args=(c,), daemon=True).start()
+
+    threading.Thread(target=loop, daemon=True).start()
+    return ls
+
+
+def swap_client(port, size, http=False, out=None):
+    """Sends size pattern bytes while reading and hashing; returns (sent_hash_ok, got, hash)."""
+    s = socket.create_connection(("127.0.0.1", port))
+    s.settimeout(60)
+    if http:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        head = b""
+        while len(head) < len(OK_RESP):
+            head += s.recv(len(OK_RESP) - len(head))
+        eq(head, OK_RESP, "first response")
+    h = hashlib.sha256()
+    got = [0]
+
+    def reader():
+        while True:
+            d = s.recv(1 << 20)
+            if not d:
+                break
+            h.update(d)
+            got[0] += len(d)
+
+    th = threading.Thread(target=reader, daemon=True)
+    th.start()
+    for b in pattern(size):
+        s.sendall(b)
+    s.shutdown(socket.SHUT_WR)
+    th.join(120)
+    s.close()
+    r = (got[0], h.hexdigest())
+    if out is not None:
+        out.append(r)
+    return r
+
+
+def sockhash_entries(d):
+    """Entries in the pinned SOCKHASH, read with bpftool."""
+    p = subprocess.run(["bpftool", "-j", "map", "dump", "pinned", d + "/splice_socks"],
+                       capture_output=True, text=True, timeout=10)
+    check(p.returncode == 0, "bpftool map dump: %s" % p.stderr)
+    return len(json.loads(p.stdout or "[]"))
+
+
+def mem_available():
+    with open("/proc/meminfo") as f:
+        for ln in f:
+            if ln.startswith("MemAvailable:"):
+                return int(ln.split()[1]) * 1024
+    return 0
+
+
+@t.test("splice: a keep-alive connection carries 1,000 requests after the hand-off, on one backend connection")
+def _():
+    need_bpf()
+    with Backend() as be, Clawd(splice_cfg(be.addr)) as cd:
+        with Client(cd.port) as c:
+            for i in range(1000):
+                c.send(b"GET /r%d HTTP/1.1\r\nHost: a\r\n\r\n" % i)
+                r = c.response()
+                eq(r.status, 200, "request %d" % i)
+                check(("/r%d" % i).encode() in r.body, "request %d: echo of its own path" % i)
+                if i == 1:
+                    lst = ctl(cd, "splice.list")["connections"]
+                    eq(len(lst), 1, "spliced connections after the first exchange")
+                    eq(lst[0]["path"], "kernel")
+        eq(be.connections, 1, "backend connections")
+        eq(be.requests, 1000, "backend requests")
+        wait_for(lambda: ctl(cd, "splice.list")["connections"] == [], what="connection gone")
+        lines = cd.wait_log(2)
+        eq(lines[0]["method"], "GET")
+        eq(lines[-1]["method"], "SPLICE")
+
+
+@t.test("tcp: 1 GiB each way at once arrives intact (sha256) in under 30 s")
+def _():
+    need_bpf()
+    size = 1 << 30
+    with RawBackend("swap", size=size) as be, Clawd(splice_cfg(be.addr, "tcp")) as cd:
+        t0 = time.monotonic()
+        got, h = swap_client(cd.port, size)
+        took = time.monotonic() - t0
+        note("2 GiB moved in %.1f s (%.0f MB/s each way)" % (took, size / took / 1e6))
+        want = pattern_hash(size)
+        eq(got, size, "bytes at the client")
+        eq(h, want, "hash at the client")
+        wait_for(lambda: [r for r in be.results if r["got"]], what="test connection done")
+        r = [r for r in be.results if r["got"]][0]
+        eq(r["got"], size, "bytes at the backend")
+        eq(r["hash"], want, "hash at the backend")
+        st = ctl(cd, "splice.stats")
+        check(st["kernel"]["redirect_bytes"] > 0, "the program moved the bytes: %s" % st)
+        check(took < 30, "took %.1f s" % took)
+
+
+@t.test("splice: 8 parallel connections, 64 MiB each way each, hashes equal")
+def _():
+    need_bpf()
+    size = 64 << 20
+    with RawBackend("swap", http=True, size=size) as be, Clawd(splice_cfg(be.addr)) as cd:
+        out = []
+        ths = [threading.Thread(target=swap_client, args=(cd.port, size, True, out)) for _ in range(8)]
+        for th in ths:
+            th.start()
+        for th in ths:
+            th.join(120)
+        want = pattern_hash(size)
+        eq(len(out), 8, "clients done")
+        for got, h in out:
+            eq((got, h), (size, want), "client side")
+        wait_for(lambda: len(be.results) == 8, timeout=20, what="backends done")
+        for r in be.results:
+            eq((r["got"], r["hash"]), (size, want), "backend side")
+        st = ctl(cd, "splice.stats")
+        eq(st["spliced"], 8, "spliced connections")
+
+
+@t.test("half-close: client FIN reaches the backend while the backend keeps sending, and back")
+def _():
+    need_bpf()
+    with RawBackend("echo") as be, Clawd(splice_cfg(be.addr, "tcp")) as cd:
+        s = socket.create_connection(("127.0.0.1", cd.port))
+        s.settimeout(5)
+        s.sendall(b"x" * 100000)
+        s.shutdown(socket.SHUT_WR)  # our write side closed; the echo still comes back
+        got = b""
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            got += d
+        eq(len(got), 100000, "echo after our FIN")
+        wait_for(lambda: len([r for r in be.results if r["eof"]]) == 2,
+                 what="backend saw the FIN (probe and test connection)")
+        s.close()
+    # The other direction: the backend closes its write side first, the client still sends.
+    done = threading.Event()
+    received = []
+
+    def server(c):
+        c.settimeout(5)
+        c.sendall(b"bye")
+        c.shutdown(socket.SHUT_WR)
+        buf = b""
+        while True:
+            d = c.recv(65536)
+            if not d:
+                break
+            buf += d
+        c.close()
+        if buf:
+            received.append(buf)
+            done.set()
+
+    ls = serve_each(server)
+    try:
+        with Clawd(splice_cfg("127.0.0.1:%d" % ls.getsockname()[1], "tcp")) as cd:
+            s = socket.create_connection(("127.0.0.1", cd.port))
+            s.settimeout(5)
+            buf = b""
+            while True:
+                d = s.recv(100)
+                if not d:
+                    break
+                buf += d
+            eq(buf, b"bye", "backend bytes, then its FIN")
+            s.sendall(b"still talking")
+            s.shutdown(socket.SHUT_WR)
+            check(done.wait(5), "backend saw our bytes and FIN")
+            eq(received[0], b"still talking", "bytes after the backend's FIN")
+            s.close()
+    finally:
+        ls.close()
+
+
+@t.test("reset: a client RST resets the backend, a backend RST resets the client")
+def _():
+    need_bpf()
+    with RawBackend("echo") as be, Clawd(splice_cfg(be.addr, "tcp")) as cd:
+        s = socket.create_connection(("127.0.0.1", cd.port))
+        s.sendall(b"ping")
+        s.settimeout(5)
+        eq(s.recv(4), b"ping")
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
+        wait_for(lambda: [r for r in be.results if r["error"]], timeout=3, what="backend torn down")
+        eq([r["error"] for r in be.results if r["error"]], [104], "backend got ECONNRESET")
+        wait_for(lambda: ctl(cd, "splice.stats")["resets"] == 1, what="reset counted")
+    def server(c):
+        if c.recv(10):
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.close()
+
+    ls = serve_each(server)
+    try:
+        with Clawd(splice_cfg("127.0.0.1:%d" % ls.getsockname()[1], "tcp")) as cd:
+            s = socket.create_connection(("127.0.0.1", cd.port))
+            s.settimeout(3)
+            s.sendall(b"hi")
+            err = None
+            try:
+                while s.recv(100):
+                    pass
+            except OSError as e:
+                err = e.errno
+            eq(err, 104, "client got ECONNRESET")
+            s.close()
+    finally:
+        ls.close()
+
+
+@t.test("accounting: splice.list and the access log count exactly the bytes sent each way")
+def _():
+    need_bpf()
+    with RawBackend("echo", http=True) as be, Clawd(splice_cfg(be.addr)) as cd:
+        s = socket.create_connection(("127.0.0.1", cd.port))
+        s.settimeout(5)
+        req = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+        s.sendall(req)
+        eq(s.recv(len(OK_RESP)), OK_RESP)
+        payload = b"z" * 3000000
+        s.sendall(payload)
+        got = 0
+        while got < len(payload):
+            got += len(s.recv(1 << 20))
+        lst = ctl(cd, "splice.list")["connections"]
+        eq(len(lst), 1)
+        eq(lst[0]["bytes_to_backend"], len(req) + len(payload), "to backend (list)")
+        eq(lst[0]["bytes_to_client"], len(OK_RESP) + len(payload), "to client (list)")
+        clawctl = os.environ.get("CLAWCTL") or os.path.join(ROOT, "build", "clawctl")
+        sock = os.path.join(cd.dir, "ctl.sock")
+        r = subprocess.run([clawctl, "--socket", sock, "splice", "list"], capture_output=True,
+                           text=True, timeout=10)
+        eq(r.returncode, 0, "clawctl splice list: " + r.stderr)
+        check("TO_BACKEND" in r.stdout and str(len(req) + len(payload)) in r.stdout, r.stdout)
+        r = subprocess.run([clawctl, "--socket", sock, "--json", "splice", "stats"],
+                           capture_output=True, text=True, timeout=10)
+        eq(r.returncode, 0, "clawctl splice stats: " + r.stderr)
+        eq(json.loads(r.stdout)["active"], 1, "active in clawctl --json splice stats")
+        r = subprocess.run([clawctl, "--socket", sock, "splice", "bogus"], capture_output=True,
+                           text=True, timeout=10)
+        eq(r.returncode, 2, "bad subcommand")
+        s.shutdown(socket.SHUT_WR)
+        eq(s.recv(10), b"")
+        s.close()
+        lines = cd.wait_log(2)
+        eq(lines[-1]["method"], "SPLICE")
+        eq(lines[-1]["bytes_in"], len(req) + len(payload), "to backend (access log)")
+        eq(lines[-1]["bytes_out"], len(OK_RESP) + len(payload), "to client (access log)")
+
+
+@t.test("idle timeout: a spliced connection idle for splice.idle_timeout is closed by clawd")
+def _():
+    need_bpf()
+    with RawBackend("echo") as be, Clawd(splice_cfg(be.addr, "tcp", idle_timeout="1s")) as cd:
+        s = socket.create_connection(("127.0.0.1", cd.port))
+        s.settimeout(5)
+        s.sendall(b"a")
+        eq(s.recv(1), b"a")
+        t0 = time.monotonic()
+        eq(s.recv(10), b"", "closed by clawd")
+        took = time.monotonic() - t0
+        check(0.8 < took < 2.5, "closed after %.2f s" % took)
+        lines = wait_for(lambda: [ln for ln in cd.log_lines()
+                                  if ln.get("error") == "splice idle timeout"], what="log line")
+        eq(len(lines), 1, "idle closes logged")
+
+
+@t.test("bytes queued before insertion are delivered at once, not at the next packet")
+def _():
+    need_bpf()
+    with RawBackend("echo") as be, Clawd(splice_cfg(be.addr, "tcp")) as cd:
+        s = socket.create_connection(("127.0.0.1", cd.port))
+        s.settimeout(2)
+        # Sent before clawd has connected to the backend: it waits in the client socket.
+        s.sendall(b"early bytes")
+        t0 = time.monotonic()
+        got = b""
+        while len(got) < 11:
+            got += s.recv(100)
+        eq(got, b"early bytes")
+        check(time.monotonic() - t0 < 0.5, "echo within 0.5 s")
+        s.close()
+
+
+@t.test("pipelined bytes after the first request reach the backend before spliced ones")
+def _():
+    need_bpf()
+    with RawBackend("echo", http=True) as be, Clawd(splice_cfg(be.addr)) as cd:
+        s = socket.create_connection(("127.0.0.1", cd.port))
+        s.settimeout(5)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nPIPELINED-1;")
+        time.sleep(0.2)
+        s.sendall(b"AFTER-2;")
+        want = OK_RESP + b"PIPELINED-1;AFTER-2;"
+        got = b""
+        while len(got) < len(want):
+            d = s.recv(1000)
+            if not d:
+                break
+            got += d
+        eq(got, want)
+        s.close()
+
+
+@t.test("memory bound: a slow reader keeps the sender's acknowledged bytes and MemAvailable within budget")
+def _():
+    need_bpf()
+    budget = 4 << 20
+    rate = 4 << 20  # the reader takes 4 MB/s
+    rcvbuf = 256 << 10
+    with RawBackend("hold", rate=rate, rcvbuf=rcvbuf) as be, \
+            Clawd(splice_cfg(be.addr, "tcp", budget="4m")) as cd:
+        s = socket.create_connection(("127.0.0.1", cd.port))
+        s.setblocking(False)
+        mem0 = mem_available()
+        sent = 0
+        worst = 0
+        worst_mem = 0
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and sent < (1 << 30):
+            try:
+                sent += s.send(BLOCK)
+            except BlockingIOError:
+                time.sleep(0.01)
+            outq = struct.unpack("i", __import__("fcntl").ioctl(s.fileno(), 0x5411, b"\0" * 4))[0]
+            acked = sent - outq
+            worst = max(worst, acked - be.read_bytes)
+            worst_mem = max(worst_mem, mem0 - mem_available())
+        # In flight (budget) + paused on clawd's client socket (budget) + the reader's buffer.
+        slack = 2 * budget + 4 * rcvbuf + (1 << 20)
+        note("sent %d MiB in 5 s, reader read %d MiB, acked-but-unread peak %.1f MiB, "
+             "MemAvailable drop peak %.1f MiB" % (sent >> 20, be.read_bytes >> 20, worst / 2**20,
+                                                  worst_mem / 2**20))
+        check(worst <= slack, "acknowledged but unread %d > %d" % (worst, slack))
+        check(worst_mem <= slack + (64 << 20), "MemAvailable dropped %d" % worst_mem)
+        st = ctl(cd, "splice.stats")
+        check(st["kernel"]["pass_bytes"] > 0, "the budget paused the redirect: %s" % st)
+        s.close()
+
+
+@t.test("splice: required refuses a connection it cannot insert, cleanly, and keeps the others")
+def _():
+    need_bpf()
+    with RawBackend("echo") as be, \
+            Clawd(splice_cfg(be.addr, "tcp", enabled="required", max_connections=1)) as cd:
+        # The harness's start-up probe is a connection too: let it go first.
+        wait_for(lambda: ctl(cd, "splice.list")["connections"] == [], what="probe gone")
+        a = socket.create_connection(("127.0.0.1", cd.port))
+        a.settimeout(3)
+        a.sendall(b"one")
+        eq(a.recv(3), b"one")
+        refused0 = ctl(cd, "splice.stats")["refused"]  # the harness's probe may count too
+        b = socket.create_connection(("127.0.0.1", cd.port))
+        b.settimeout(3)
+        try:
+            b.sendall(b"two")
+            eq(b.recv(3), b"", "second connection closed")
+        except ConnectionResetError:
+            pass
+        st = ctl(cd, "splice.stats")
+        eq(st["refused"] - refused0, 1, "refused")
+        a.sendall(b"still")
+        eq(a.recv(5), b"still", "first connection unaffected")
+        a.close()
+        b.close()
+
+
+@t.test("fallback: with the program off, tcp routes relay in userspace and splice routes stay HTTP")
+def _():
+    with RawBackend("swap", size=16 << 20) as be, \
+            Clawd(splice_cfg(be.addr, "tcp", enabled="off")) as cd:
+        got, h = swap_client(cd.port, 16 << 20)
+        eq((got, h), (16 << 20, pattern_hash(16 << 20)), "relayed intact")
+        st = ctl(cd, "splice.stats")
+        eq(st["loaded"], False)
+        check(st["fallbacks"] >= 1, "fallback counted: %s" % st)
+        check("relaying in userspace" in cd.stderr(), "fallback logged")
+        eq(cd.stderr().count("relaying in userspace"), 1, "logged once")
+    with Backend() as be, Clawd(splice_cfg(be.addr, enabled="off")) as cd:
+        with Client(cd.port) as c:
+            for i in range(20):
+                c.send(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+                eq(c.response().status, 200)
+        eq(be.requests, 20, "every request seen by the backend through HTTP")
+
+
+@t.test("map entries: two per spliced connection while open, none after close")
+def _():
+    need_bpf()
+    cfg = None
+    with RawBackend("echo") as be:
+        cfg = splice_cfg(be.addr, "tcp")
+        d = cfg["splice"]["pin_dir"]
+        with Clawd(cfg) as cd:
+            s = socket.create_connection(("127.0.0.1", cd.port))
+            s.settimeout(3)
+            s.sendall(b"a")
+            eq(s.recv(1), b"a")
+            eq(sockhash_entries(d), 2, "entries while open")
+            s.close()
+            wait_for(lambda: sockhash_entries(d) == 0, what="entries gone")
+            wait_for(lambda: ctl(cd, "splice.list")["connections"] == [], what="list empty")
+        check(not os.path.exists(d + "/splice_socks"), "pins removed at stop")
+
+
+@t.test("config: splice mode with auth, and a tcp route without listeners, are refused")
+def _():
+    base = simple_config("127.0.0.1:1")
+    base["routes"][0]["mode"] = "tcp"
+    p = os.path.join(make_tmpdir(), "c.yaml")
+    with open(p, "w") as f:
+        f.write(to_yaml(base) + "\n")
+    r = subprocess.run([CLAWD, "--check", "-c", p], capture_output=True, text=True, timeout=10)
+    eq(r.returncode != 0, True, "refused")
+    check("must name its listeners" in r.stderr + r.stdout, r.stderr)
+    base["routes"][0]["mode"] = "splice"
+    base["routes"][0]["auth"] = {"type": "api_key"}
+    with open(p, "w") as f:
+        f.write(to_yaml(base) + "\n")
+    r = subprocess.run([CLAWD, "--check", "-c", p], capture_output=True, text=True, timeout=10)
+    check(r.returncode != 0 and "cannot be combined with auth" in r.stderr + r.stdout,
+          r.stderr + r.stdout)
+
+
+@t.test("required: clawd refuses to start when the program cannot load; auto carries on in userspace")
+def _():
+    need_bpf()
+    d = make_tmpdir()  # not a bpf file system: loading fails
+    with RawBackend("echo") as be:
+        cfg = splice_cfg(be.addr, "tcp", enabled="required", pin_dir=d + "/pins")
+        cd = Clawd(cfg, wait_listen=False)
+        cd.start()
+        rc = cd.wait_exit(10)
+        check(rc not in (None, 0), "clawd exited with %r" % rc)
+        check("not on a bpf file system" in cd.stderr(), cd.stderr())
+        cd.kill()
+        cfg = splice_cfg(be.addr, "tcp", enabled="auto", pin_dir=d + "/pins")
+        with Clawd(cfg) as cd:
+            s = socket.create_connection(("127.0.0.1", cd.port))
+            s.settimeout(3)
+            s.sendall(b"via userspace")
+            got = b""
+            while len(got) < 13:
+                got += s.recv(100)
+            eq(got, b"via userspace")
+            s.close()
+            eq(ctl(cd, "splice.stats")["loaded"], False)
+
+
+@t.test("stop: a spliced connection still open runs until drain_timeout, then closes; clawd exits 0")
+def _():
+    need_bpf()
+    with RawBackend("echo") as be:
+        cfg = splice_cfg(be.addr, "tcp")
+        cfg["drain_timeout"] = "1s"
+        with Clawd(cfg) as cd:
+            s = socket.create_connection(("127.0.0.1", cd.port))
+            s.settimeout(5)
+            s.sendall(b"a")
+            eq(s.recv(1), b"a")
+            took = cd.stop()
+            check(took < 5, "stopped in %.1f s" % took)
+            eq(s.recv(10), b"", "closed at the drain deadline")
+            s.close()
+            lines = [ln for ln in cd.log_lines() if ln.get("method") == "TCP"]
+            check(any(ln.get("error") == "shutdown: drain time over" for ln in lines), lines)
+
+
+try:
+    t.main()
+finally:
+    shutil.rmtree(PIN_BASE, ignore_errors=True)
