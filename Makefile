@@ -25,7 +25,8 @@ LDLIBS  := -luring -lyaml -lpcre2-8 -lbpf -lelf -lz -lnl-route-3 -lnl-3 -lssl -l
 DEPS_PKGS := gcc make clang llvm pkg-config libbpf-dev bpftool liburing-dev libyaml-dev \
 	     libpcre2-dev libssl-dev libelf-dev zlib1g-dev libnl-3-dev libnl-route-3-dev \
 	     libsqlite3-dev libclang-rt-14-dev curl python3 iproute2 procps psmisc \
-	     wrk nginx-light haproxy nftables ethtool prometheus tmux qemu-system-x86 cpio
+	     wrk nginx-light haproxy nftables ethtool prometheus tmux qemu-system-x86 cpio \
+	     libnginx-mod-stream
 
 AGENT_SRCS := $(sort $(wildcard agent/*.c))
 AGENT_LIB_SRCS := $(filter-out agent/main.c,$(AGENT_SRCS))
