@@ -23,6 +23,11 @@ struct agent {
 	struct tls_reg *tls;      /* TLS listeners (tls.h), NULL when none */
 	_Atomic int state;        /* enum agent_state: /readyz answers 200 only when running */
 	pthread_mutex_t scrape_lock; /* held by a scrape reading workers; main takes it once before freeing them */
+	/* Live reload (reload.h): snap stays the first configuration (metrics, TLS are laid out by it). */
+	struct snapshot *live;       /* the configuration now served; read with reload_live() */
+	pthread_mutex_t live_lock;   /* guards live against a reload swapping it */
+	_Atomic uint64_t reloads;    /* successful reloads */
+	_Atomic uint64_t reload_failures; /* refused reloads (invalid file, fixed section changed, bind error) */
 };
 
 enum agent_state {

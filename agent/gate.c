@@ -19,6 +19,7 @@
 #include "jsonw.h"
 #include "jwt.h"
 #include "log.h"
+#include "metrics.h"
 #include "netaddr.h"
 #include "parse.h"
 #include "ratelimit.h"
@@ -78,8 +79,22 @@ struct gate_wslot {
 	_Atomic uint64_t seq;
 } __attribute__((aligned(64)));
 
+/*
+ * Admission results for /metrics, per worker and route: written by that
+ * worker only (relaxed load + store, no locked instruction), summed at scrape.
+ */
+enum gate_auth_result {
+	GA_OK, GA_MISSING, GA_MALFORMED, GA_UNKNOWN_KEY, GA_WRONG_SECRET, GA_REVOKED, GA_EXPIRED,
+	GA_OUT_OF_SCOPE, GA_JWT /* + enum jwt_err */, GA_N = GA_JWT + JWT_ERR_N
+};
+/* Limit kinds: the key's own tier limit, then enum cfg_limit_key + 1. */
+enum { GL_KEY_TIER, GL_IP, GL_API_KEY, GL_HEADER, GL_JWT_CLAIM, GL_N };
+enum { GQ_DAY, GQ_MONTH, GQ_N };
+#define GATE_MSTATS (GA_N + GL_N + GQ_N) /* counters per route */
+
 struct gate {
 	const struct config *cfg;
+	_Atomic uint64_t *mstats;    /* [worker][route][GATE_MSTATS] */
 	unsigned nworkers;
 	struct gate_wslot *wslots;
 	_Atomic(struct gate_index *) cur;
@@ -511,6 +526,13 @@ static uint64_t quota_used(const _Atomic uint64_t *word, uint64_t idx)
 
 /* ---- the admission hook ------------------------------------------------------------------- */
 
+/* Only worker `worker` writes its counters: a relaxed load + store is enough, and takes no lock. */
+static inline void mstat_bump(_Atomic uint64_t *c)
+{
+	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+			      memory_order_relaxed);
+}
+
 static void verdict_reset(struct gate_verdict *v)
 {
 	v->status = 0;
@@ -626,7 +648,7 @@ static int deny_limit(struct gate_verdict *v, const struct rl_result *r, uint64_
 /* Checks an api_key credential against the index; fills v on success, returns 0 or the denial. */
 static int check_api_key(struct gate *g, const struct gate_index *x, const struct cfg_route *r,
 			 unsigned ri, const struct http1_request *req, struct gate_verdict *v,
-			 int64_t now_s, const struct gate_key **kout)
+			 int64_t now_s, const struct gate_key **kout, unsigned *why)
 {
 	char id[KEYS_ID_LEN + 1];
 	uint8_t secret[KEYS_SECRET_BYTES], hash[KEYS_HASH_LEN];
@@ -641,27 +663,27 @@ static int check_api_key(struct gate *g, const struct gate_index *x, const struc
 	else
 		v->strip_header = r->auth.source == CFG_CRED_BEARER ? "Authorization" : r->auth.name;
 	if (!len)
-		return deny_auth(v, r, 401, "auth: no API key", false);
+		return *why = GA_MISSING, deny_auth(v, r, 401, "auth: no API key", false);
 	if (keys_parse(cred, len, id, secret))
-		return deny_auth(v, r, 401, "auth: malformed API key", true);
+		return *why = GA_MALFORMED, deny_auth(v, r, 401, "auth: malformed API key", true);
 	k = index_find(g, x, id);
 	keys_hash(secret, hash);
 	memset(secret, 0, sizeof(secret));
 	if (!k)
-		return deny_auth(v, r, 401, "auth: unknown API key", true);
+		return *why = GA_UNKNOWN_KEY, deny_auth(v, r, 401, "auth: unknown API key", true);
 	ok = keys_hash_eq(hash, k->hash);
 	if (!ok && k->old_until && now_s < k->old_until)
 		ok = keys_hash_eq(hash, k->old_hash);
 	if (!ok)
-		return deny_auth(v, r, 401, "auth: wrong secret for key", true);
+		return *why = GA_WRONG_SECRET, deny_auth(v, r, 401, "auth: wrong secret for key", true);
 	if (k->revoked && now_s >= k->revoked)
-		return deny_auth(v, r, 401, "auth: key revoked", true);
+		return *why = GA_REVOKED, deny_auth(v, r, 401, "auth: key revoked", true);
 	if (k->expires && now_s >= k->expires)
-		return deny_auth(v, r, 401, "auth: key expired", true);
+		return *why = GA_EXPIRED, deny_auth(v, r, 401, "auth: key expired", true);
 	memcpy(v->key_id, k->id, sizeof(v->key_id));
 	v->tier = k->tier;
 	if (k->scopes && !(k->scopes[ri / 64] & (1ull << (ri % 64))))
-		return deny_auth(v, r, 403, "auth: route outside the key's scopes", true);
+		return *why = GA_OUT_OF_SCOPE, deny_auth(v, r, 403, "auth: route outside the key's scopes", true);
 	*kout = k;
 	return 0;
 }
@@ -675,7 +697,7 @@ _Static_assert(GATE_UP_HEADERS_MAX >= JWT_HEADERS_BUDGET, "claim headers must fi
  * the denial: 401 with WWW-Authenticate, the reason code in v->error.
  */
 static int check_jwt(const struct cfg_route *r, const struct http1_request *req,
-		     struct gate_verdict *v)
+		     struct gate_verdict *v, unsigned *why)
 {
 	struct jwt_result res;
 	char chal[128];
@@ -686,6 +708,7 @@ static int check_jwt(const struct cfg_route *r, const struct http1_request *req,
 	if (!jwt_policy(r->auth.jwt)->forward_token)
 		v->strip_header = jwt_token_header(r->auth.jwt);
 	e = jwt_authenticate(r->auth.jwt, req, &res);
+	*why = GA_JWT + (unsigned)e;
 	if (e) {
 		v->status = jwt_err_status(e);
 		v->error = jwt_err_log(e);
@@ -700,6 +723,7 @@ static int check_jwt(const struct cfg_route *r, const struct http1_request *req,
 				     res.headers[i].value, res.headers[i].value_len)) {
 			v->status = 500;
 			v->error = "auth: jwt claim headers do not fit";
+			*why = GA_JWT + JWT_ERR_INTERNAL;
 			return 500;
 		}
 	/* A claim that does not fit leaves its limit on the shared "absent" bucket: stricter, not looser. */
@@ -719,6 +743,7 @@ int gate_check(struct gate *g, unsigned worker, const struct config *cfg, int ro
 	bool have = false;
 	uint64_t now_us = now_ns / 1000, seq = 0;
 	int64_t now_s;
+	unsigned why = GA_N, stat = GATE_MSTATS; /* auth result, then the refusing limit */
 	int rc = 0;
 
 	verdict_reset(v);
@@ -735,13 +760,15 @@ int gate_check(struct gate *g, unsigned worker, const struct config *cfg, int ro
 	now_s = wall_now();
 	if (r->auth.type == CFG_AUTH_API_KEY) {
 		x = gate_enter(g, worker, &seq);
-		rc = check_api_key(g, x, r, (unsigned)route, req, v, now_s, &k);
+		rc = check_api_key(g, x, r, (unsigned)route, req, v, now_s, &k, &why);
 		if (rc)
 			goto out;
+		why = GA_OK;
 	} else if (r->auth.type == CFG_AUTH_JWT) {
-		rc = check_jwt(r, req, v);
+		rc = check_jwt(r, req, v, &why);
 		if (rc)
 			goto out;
+		why = GA_OK;
 	}
 
 	/* The key's own limit (tier or override): one bucket per key across routes. */
@@ -751,6 +778,7 @@ int gate_check(struct gate *g, unsigned worker, const struct config *cfg, int ro
 		if (!res.allowed) {
 			rc = deny_limit(v, &res, (res.retry_after_us + 999999) / 1000000,
 					"limit: key rate over its tier");
+			stat = GA_N + GL_KEY_TIER;
 			goto out;
 		}
 	}
@@ -766,6 +794,7 @@ int gate_check(struct gate *g, unsigned worker, const struct config *cfg, int ro
 		if (!res.allowed) {
 			rc = deny_limit(v, &res, (res.retry_after_us + 999999) / 1000000,
 					"limit: route rate limit");
+			stat = GA_N + GL_IP + (unsigned)l->key;
 			goto out;
 		}
 	}
@@ -775,6 +804,7 @@ int gate_check(struct gate *g, unsigned worker, const struct config *cfg, int ro
 		if (k->quota_day && !quota_take(&k->use->day, day, k->quota_day)) {
 			rc = deny_limit(v, NULL, (uint64_t)(86400 - now_s % 86400),
 					"quota: daily quota used up");
+			stat = GA_N + GL_N + GQ_DAY;
 			goto out;
 		}
 		if (k->quota_month && !quota_take(&k->use->month, month, k->quota_month)) {
@@ -782,6 +812,7 @@ int gate_check(struct gate *g, unsigned worker, const struct config *cfg, int ro
 				quota_give_back(&k->use->day, day);
 			rc = deny_limit(v, NULL, (uint64_t)secs_to_month_end(now_s),
 					"quota: monthly quota used up");
+			stat = GA_N + GL_N + GQ_MONTH;
 			goto out;
 		}
 	}
@@ -799,6 +830,14 @@ int gate_check(struct gate *g, unsigned worker, const struct config *cfg, int ro
 	if (have && r->rate_limit_headers)
 		ratelimit_headers(v, &best);
 out:
+	if (g->mstats && worker < g->nworkers && (unsigned)route < g->cfg->nroutes) {
+		_Atomic uint64_t *ms = g->mstats + ((size_t)worker * g->cfg->nroutes + (unsigned)route) * GATE_MSTATS;
+
+		if (why < GA_N)
+			mstat_bump(&ms[why]);
+		if (stat < GATE_MSTATS)
+			mstat_bump(&ms[stat]);
+	}
 	if (x)
 		gate_leave(g, worker, seq);
 	/* The tier string lives in the index, which may go away once we left it. */
@@ -937,6 +976,7 @@ static void gate_free(struct gate *g)
 	if (g->audit_fd >= 0)
 		close(g->audit_fd);
 	free(g->wslots);
+	free(g->mstats);
 	pthread_mutex_destroy(&g->lock);
 	pthread_cond_destroy(&g->cond);
 	free(g);
@@ -968,7 +1008,10 @@ int gate_start(struct gate **out, const struct config *cfg, unsigned nworkers, c
 	pthread_cond_init(&g->cond, &ca);
 	pthread_condattr_destroy(&ca);
 	g->wslots = aligned_alloc(64, sizeof(*g->wslots) * (nworkers ? nworkers : 1));
-	if (!g->wslots || rl_init(&g->rl, GATE_RL_SLOTS)) {
+	/* Routes cannot change while the gate runs (reload refuses it), so this stays sized. */
+	g->mstats = calloc((size_t)(nworkers ? nworkers : 1) * (cfg->nroutes ? cfg->nroutes : 1) *
+			   GATE_MSTATS, sizeof(*g->mstats));
+	if (!g->wslots || !g->mstats || rl_init(&g->rl, GATE_RL_SLOTS)) {
 		snprintf(err, errlen, "gate: out of memory");
 		rc = -ENOMEM;
 		goto fail;
@@ -1734,4 +1777,91 @@ int gate_register_commands(struct gate *g, struct control *c)
 		if ((rc = control_register(c, cmds[i].name, cmds[i].fn, g)))
 			return rc;
 	return 0;
+}
+
+/* ---- metrics ------------------------------------------------------------------------------ */
+
+static const char *const ga_names[GA_JWT] = {
+	"ok", "missing", "malformed", "unknown_key", "wrong_secret", "revoked", "expired",
+	"out_of_scope",
+};
+static const char *const gl_names[GL_N] = { "key_tier", "ip", "api_key", "header", "jwt_claim" };
+static const char *const gq_names[GQ_N] = { "day", "month" };
+
+/* Sum of counter c of route ri over every worker (racy reads of relaxed stores: fine for a scrape). */
+static uint64_t mstat_sum(const struct gate *g, unsigned ri, unsigned c)
+{
+	uint64_t n = 0;
+
+	for (unsigned w = 0; w < g->nworkers; w++)
+		n += atomic_load_explicit(&g->mstats[((size_t)w * g->cfg->nroutes + ri) * GATE_MSTATS + c],
+					  memory_order_relaxed);
+	return n;
+}
+
+static void collect(void *ctx, struct metrics_out *o)
+{
+	const struct gate *g = ctx;
+	const struct config *cfg = g->cfg;
+	char jname[48];
+
+	metrics_family(o, "openclaw_auth_results_total", "counter",
+		       "Authentication outcomes of api_key and jwt routes by result (ok or the refusal reason).");
+	for (unsigned ri = 0; ri < cfg->nroutes; ri++) {
+		const struct cfg_route *r = &cfg->routes[ri];
+
+		if (r->auth.type == CFG_AUTH_NONE)
+			continue;
+		for (unsigned c = 0; c < GA_N; c++) {
+			const char *name;
+
+			/* Each route lists only the results its auth type can produce (bounded, stable series). */
+			if (c == GA_OK)
+				name = "ok";
+			else if (r->auth.type == CFG_AUTH_API_KEY && c < GA_JWT)
+				name = ga_names[c];
+			else if (r->auth.type == CFG_AUTH_JWT && c > GA_JWT) {
+				snprintf(jname, sizeof(jname), "jwt_%s", jwt_err_name((enum jwt_err)(c - GA_JWT)));
+				name = jname;
+			} else
+				continue;
+			metrics_sample_u64(o, "openclaw_auth_results_total",
+					   (const char *const[]){ "route", r->name, "result", name, NULL },
+					   mstat_sum(g, ri, c));
+		}
+	}
+	metrics_family(o, "openclaw_ratelimit_rejections_total", "counter",
+		       "Requests refused with 429 by a rate limit, by route and the limit's key kind.");
+	for (unsigned ri = 0; ri < cfg->nroutes; ri++) {
+		const struct cfg_route *r = &cfg->routes[ri];
+
+		/* key_tier applies on any api_key route; the others only where the route has such a limit. */
+		for (unsigned c = 0; c < GL_N; c++) {
+			bool used = c == GL_KEY_TIER && r->auth.type == CFG_AUTH_API_KEY;
+
+			for (unsigned i = 0; !used && i < r->nrate_limits; i++)
+				used = (unsigned)r->rate_limits[i].key + GL_IP == c;
+			if (used)
+				metrics_sample_u64(o, "openclaw_ratelimit_rejections_total",
+						   (const char *const[]){ "route", r->name, "key", gl_names[c], NULL },
+						   mstat_sum(g, ri, GA_N + c));
+		}
+	}
+	metrics_family(o, "openclaw_quota_rejections_total", "counter",
+		       "Requests refused with 429 because the key's daily or monthly quota was used up.");
+	for (unsigned ri = 0; ri < cfg->nroutes; ri++) {
+		const struct cfg_route *r = &cfg->routes[ri];
+
+		if (r->auth.type != CFG_AUTH_API_KEY)
+			continue;
+		for (unsigned c = 0; c < GQ_N; c++)
+			metrics_sample_u64(o, "openclaw_quota_rejections_total",
+					   (const char *const[]){ "route", r->name, "period", gq_names[c], NULL },
+					   mstat_sum(g, ri, GA_N + GL_N + c));
+	}
+}
+
+int gate_register_metrics(struct gate *g, struct metrics *m)
+{
+	return g && m ? metrics_register(m, collect, g) : 0;
 }

@@ -56,6 +56,10 @@ void gate_stop(struct gate *g);
 /* keys.create/list/show/revoke/rotate/set and limits.show. */
 int gate_register_commands(struct gate *g, struct control *c);
 
+struct metrics;
+/* Adds openclaw_auth_results_total, _ratelimit_rejections_total and _quota_rejections_total to scrapes (g NULL: nothing). */
+int gate_register_metrics(struct gate *g, struct metrics *m);
+
 /*
  * The admission hook: called once per request after routing (route indexes
  * cfg->routes), before the body is read. g NULL: routes without auth and

@@ -15,7 +15,9 @@
 
 #include "health_int.h"
 #include "http1.h"
+#include "breaker.h"
 #include "log.h"
+#include "metrics.h"
 #include "netaddr.h"
 #include "worker.h"
 
@@ -107,6 +109,7 @@ void health_observe(struct lb_pool *p, int idx, enum health_outcome o, uint64_t 
 		return;
 	}
 	k = atomic_fetch_add_explicit(&s->ejections, 1, memory_order_relaxed) + 1;
+	atomic_fetch_add_explicit(&s->ejected_total, 1, memory_order_relaxed);
 	ms = oc->base_ejection_ms * k;
 	if (ms > oc->max_ejection_ms || ms / k != oc->base_ejection_ms)
 		ms = oc->max_ejection_ms;
@@ -159,6 +162,7 @@ int health_result(struct lb_pool *p, unsigned i, struct health_track *t, bool ok
 	char who[160];
 
 	t->checks++;
+	t->failed += !ok;
 	t->last_at_ns = now_ns;
 	t->last_ok = ok;
 	snprintf(t->last, sizeof(t->last), "%s", detail ? detail : "");
@@ -700,4 +704,76 @@ void health_stop(struct health *h)
 		pthread_join(h->thread, NULL);
 	}
 	health_free(h);
+}
+
+/* ---- metrics ------------------------------------------------------------------------------ */
+
+static void collect(void *ctx, struct metrics_out *o)
+{
+	struct health *h = ctx;
+	const struct snapshot *sn = h->snap;
+	const struct config *cfg = sn->cfg;
+	static const char *const states[] = { "up", "down", "ejected", "draining" };
+
+	metrics_family(o, "openclaw_upstream_server_up", "gauge",
+		       "1 when the server takes new requests (not down, ejected or draining), else 0.");
+	for (unsigned p = 0; p < cfg->nupstreams; p++)
+		for (unsigned i = 0; i < sn->pools[p].nservers; i++)
+			metrics_sample_u64(o, "openclaw_upstream_server_up",
+					   (const char *const[]){ "upstream", cfg->upstreams[p].name, "server", sn->server_names[p][i], NULL },
+					   strcmp(health_state_name(&sn->pools[p].servers[i]), "up") == 0);
+	metrics_family(o, "openclaw_upstream_server_state", "gauge",
+		       "The server's state, one series per state: 1 for the current one (down > ejected > draining > up).");
+	for (unsigned p = 0; p < cfg->nupstreams; p++)
+		for (unsigned i = 0; i < sn->pools[p].nservers; i++) {
+			const char *cur = health_state_name(&sn->pools[p].servers[i]);
+
+			for (unsigned k = 0; k < sizeof(states) / sizeof(states[0]); k++)
+				metrics_sample_u64(o, "openclaw_upstream_server_state",
+						   (const char *const[]){ "upstream", cfg->upstreams[p].name, "server", sn->server_names[p][i], "state", states[k], NULL },
+						   strcmp(cur, states[k]) == 0);
+		}
+	metrics_family(o, "openclaw_health_checks_total", "counter",
+		       "Active health checks completed, by result (ok, fail).");
+	/* The check history is the health thread's, read under its lock (never on the request path). */
+	pthread_mutex_lock(&h->lock);
+	for (unsigned p = 0; p < cfg->nupstreams; p++)
+		for (unsigned i = 0; h->checks[p] && i < sn->pools[p].nservers; i++) {
+			const struct health_track *t = &h->checks[p][i].t;
+
+			metrics_sample_u64(o, "openclaw_health_checks_total",
+					   (const char *const[]){ "upstream", cfg->upstreams[p].name, "server", sn->server_names[p][i], "result", "ok", NULL },
+					   t->checks - t->failed);
+			metrics_sample_u64(o, "openclaw_health_checks_total",
+					   (const char *const[]){ "upstream", cfg->upstreams[p].name, "server", sn->server_names[p][i], "result", "fail", NULL },
+					   t->failed);
+		}
+	pthread_mutex_unlock(&h->lock);
+	metrics_family(o, "openclaw_upstream_ejections_total", "counter",
+		       "Passive outlier ejections of the server (live traffic failures).");
+	for (unsigned p = 0; p < cfg->nupstreams; p++)
+		for (unsigned i = 0; i < sn->pools[p].nservers; i++)
+			metrics_sample_u64(o, "openclaw_upstream_ejections_total",
+					   (const char *const[]){ "upstream", cfg->upstreams[p].name, "server", sn->server_names[p][i], NULL },
+					   atomic_load_explicit(&sn->pools[p].servers[i].ejected_total, memory_order_relaxed));
+	metrics_family(o, "openclaw_breaker_trips_total", "counter",
+		       "Requests refused with 503 by a circuit breaker, by kind; server=\"\" is the pool's own breaker.");
+	for (unsigned p = 0; p < cfg->nupstreams; p++) {
+		const struct lb_pool *lp = &sn->pools[p];
+
+		for (unsigned t = 0; t < LB_TRIP_N; t++) {
+			metrics_sample_u64(o, "openclaw_breaker_trips_total",
+					   (const char *const[]){ "upstream", cfg->upstreams[p].name, "server", "", "kind", breaker_trip_name((enum lb_trip)t), NULL },
+					   atomic_load_explicit(&lp->trips[t], memory_order_relaxed));
+			for (unsigned i = 0; i < lp->nservers; i++)
+				metrics_sample_u64(o, "openclaw_breaker_trips_total",
+						   (const char *const[]){ "upstream", cfg->upstreams[p].name, "server", sn->server_names[p][i], "kind", breaker_trip_name((enum lb_trip)t), NULL },
+						   atomic_load_explicit(&lp->servers[i].trips[t], memory_order_relaxed));
+		}
+	}
+}
+
+int health_register_metrics(struct health *h, struct metrics *m)
+{
+	return h && m ? metrics_register(m, collect, h) : 0;
 }

@@ -37,6 +37,7 @@ struct health_track {
 	uint32_t ok_streak;             /* consecutive passes */
 	uint32_t fail_streak;           /* consecutive failures */
 	uint64_t checks;                /* checks completed */
+	uint64_t failed;                /* of which failed */
 	uint64_t last_at_ns;            /* when the last one ended (monotonic) */
 	bool last_ok;
 	char last[HEALTH_DETAIL_MAX];   /* "200", "connect: Connection refused", ... ("" = none yet) */
@@ -81,5 +82,8 @@ void health_stop(struct health *h);
 
 /* Registers backends.list, backends.drain, backends.enable and backends.weight. */
 int health_register_commands(struct health *h, struct control *c);
+struct metrics;
+/* Adds server state, health-check, ejection and breaker-trip families to scrapes (h NULL: nothing). */
+int health_register_metrics(struct health *h, struct metrics *m);
 
 #endif

@@ -37,6 +37,7 @@ struct lb_server {
 	_Atomic uint32_t admitted;    /* requests holding this server (only with limits.max_requests) */
 	_Atomic uint32_t fails;       /* consecutive passive failures from live traffic */
 	_Atomic uint32_t ejections;   /* passive ejections so far: the n-th lasts n × base */
+	_Atomic uint64_t ejected_total; /* passive ejections ever (never reset; /metrics) */
 	_Atomic uint64_t ejected_until_ns; /* end of the current ejection, monotonic ns */
 	_Atomic uint64_t ejected_at_ns;    /* start of the current/last ejection, monotonic ns */
 	_Atomic int eject_reason;     /* enum lb_eject_reason of the current/last ejection */

@@ -23,6 +23,7 @@
 #include "health.h"
 #include "log.h"
 #include "metrics.h"
+#include "reload.h"
 #include "worker.h"
 
 static void usage(FILE *f)
@@ -210,7 +211,9 @@ int main(int argc, char **argv)
 		.workers = &ws,
 		.alog = alog,
 		.scrape_lock = PTHREAD_MUTEX_INITIALIZER,
+		.live_lock = PTHREAD_MUTEX_INITIALIZER,
 	};
+	struct reloader *reloader = NULL;
 	struct control *ctl = NULL;
 	struct admin *admin = NULL;
 	struct metrics *metrics = NULL;
@@ -289,6 +292,11 @@ int main(int argc, char **argv)
 		log_warn("control: tls commands: %s", strerror(-rc));
 	if (ctl && (rc = gate_register_commands(gate, ctl)))
 		log_warn("control: key commands: %s", strerror(-rc));
+	/* Scrape families of health checks, ejections, breakers and admission (docs/metrics.md). */
+	if ((rc = health_register_metrics(health, metrics)))
+		log_warn("metrics: health: %s", strerror(-rc));
+	if ((rc = gate_register_metrics(gate, metrics)))
+		log_warn("metrics: gate: %s", strerror(-rc));
 	rc = workers_start(&ws, snap, nworkers, alog);
 	if (rc) {
 		log_err("start-up failed: %s", strerror(-rc));
@@ -304,6 +312,19 @@ int main(int argc, char **argv)
 	for (unsigned i = 0; i < ws.n; i++)
 		__atomic_store_n(&ws.workers[i].gate, gate, __ATOMIC_RELEASE);
 	agent.guard = guard;
+	/* Live reload (SIGHUP, `clawctl reload`): the running config starts as the first one. */
+	snapshot_get(snap);
+	agent.live = snap;
+	{
+		struct reload_fixed fx = { .health_snap = health ? snap : NULL, .gate_on = gate != NULL };
+
+		if ((rc = reload_create(&reloader, &agent, &fx)))
+			log_warn("reload: %s: reloading is off", strerror(-rc));
+	}
+	if (reloader && ctl && (rc = reload_register_commands(reloader, ctl)))
+		log_warn("control: reload command: %s", strerror(-rc));
+	if (reloader && (rc = reload_register_metrics(reloader, metrics)))
+		log_warn("metrics: reload counters: %s", strerror(-rc));
 	atomic_store(&agent.state, AGENT_RUNNING);
 	if ((rc = admin_start(&admin, &cfg->admin, &agent, err, sizeof(err)))) {
 		log_err("%s", err);
@@ -314,6 +335,8 @@ int main(int argc, char **argv)
 		gate_stop(gate);
 		tls_stop(tls);
 		metrics_free(metrics);
+		reload_free(reloader);
+		snapshot_put(agent.live);
 		snapshot_put(snap);
 		alog_close(alog);
 		return 1;
@@ -335,10 +358,15 @@ int main(int argc, char **argv)
 	log_notice("clawd %s started: %u workers, config %s", OPENCLAW_VERSION, nworkers, path);
 
 	for (;;) {
-		int sig;
+		/* Woken every 100 ms: pools rebuilt by a reload follow the health checker. */
+		struct timespec tick = { 0, 100 * 1000000 };
+		int sig = sigtimedwait(&sigs, NULL, &tick);
 
-		if (sigwait(&sigs, &sig))
+		if (sig < 0) {
+			if (reloader)
+				reload_sync(reloader);
 			continue;
+		}
 		if (sig == SIGUSR1) {
 			/* logrotate renamed the file: the writer reopens the path, no line is lost. */
 			log_notice("SIGUSR1: reopening the access log");
@@ -346,8 +374,13 @@ int main(int argc, char **argv)
 			continue;
 		}
 		if (sig == SIGHUP) {
-			log_warn("SIGHUP: live reload is not available in this version; "
-				 "restart clawd to apply a new configuration");
+			char msg[1024];
+
+			log_notice("SIGHUP: reloading %s", path);
+			if (reloader)
+				reload_run(reloader, msg, sizeof(msg)); /* it logs the outcome */
+			else
+				log_err("SIGHUP: reloading is off (see the start-up log)");
 			continue;
 		}
 		log_notice("%s: stopping; in-flight requests get up to %llu ms", strsignal(sig),
@@ -377,6 +410,8 @@ int main(int argc, char **argv)
 	guard_stop(guard);
 	log_notice("stopped");
 	metrics_free(metrics);
+	reload_free(reloader);
+	snapshot_put(agent.live);
 	snapshot_put(snap);
 	alog_close(alog);
 	return 0;

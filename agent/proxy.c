@@ -59,6 +59,7 @@ struct upconn;
 
 struct client {
 	struct worker *w;
+	struct wgen *gen;       /* configuration of the current exchange (a reference) */
 	int fd;
 	int pending;            /* operations in flight */
 	bool closing;
@@ -129,6 +130,7 @@ struct client {
 
 struct upconn {
 	struct worker *w;
+	struct wgen *gen;        /* configuration it was opened with (a reference): its pool and server */
 	int fd;
 	int pending;
 	bool closing;
@@ -560,8 +562,9 @@ static void up_release(struct upconn *u)
 	struct upool_server *ps = &w->upools[u->pool][u->server];
 
 	u->owner = NULL;
+	/* Only the newest configuration keeps idle connections: older ones are on their way out. */
 	if (!u->reusable || !u->resp_done || u->off != u->len || u->send_busy ||
-	    ps->nidle >= uc->keepalive || w->draining) {
+	    ps->nidle >= uc->keepalive || w->draining || u->gen != w->cur) {
 		up_close(u);
 		return;
 	}
@@ -622,6 +625,7 @@ static struct upconn *up_new(struct worker *w, int pool, int server)
 	}
 	setsockopt(u->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	u->w = w;
+	u->gen = worker_gen_get(w->gen);
 	u->pool = pool;
 	u->server = server;
 	dlist_init(&u->node);
@@ -666,6 +670,7 @@ void proxy_accept(struct worker *w, struct wlistener *l, int fd)
 		return;
 	}
 	c->w = w;
+	c->gen = worker_gen_get(w->gen);
 	c->fd = fd;
 	c->listener = l->idx;
 	c->route = -1;
@@ -709,6 +714,51 @@ static void client_close(struct client *c)
 		cancel_fd(c->w, c->fd);
 }
 
+/*
+ * Metrics keep the layout of the configuration clawd started with: after a
+ * reload, listeners, routes and servers are found there by name (servers by
+ * address); a route or server it does not know counts as none, a listener it
+ * does not know is not counted (docs/operations.md).
+ */
+static void metrics_record_mapped(struct worker *w, struct client *c, const struct alog_entry *e)
+{
+	const struct config *m = w->metrics_cfg, *cfg = c->gen->snap->cfg;
+	int l = (int)c->listener, r = c->route, p = c->pool, s = c->server;
+
+	if (m && m != cfg) {
+		l = config_listener_index(m, cfg->listeners[c->listener].name);
+		if (l < 0)
+			return;
+		if (r >= 0) {
+			const char *name = cfg->routes[r].name;
+
+			r = -1;
+			for (unsigned i = 0; i < m->nroutes; i++)
+				if (!strcmp(m->routes[i].name, name)) {
+					r = (int)i;
+					break;
+				}
+		}
+		if (p >= 0) {
+			const struct net_addr *a = s >= 0 ? &cfg->upstreams[p].servers[s].addr : NULL;
+
+			p = config_upstream_index(m, cfg->upstreams[p].name);
+			s = -1;
+			for (unsigned i = 0; p >= 0 && a && i < m->upstreams[p].nservers; i++) {
+				const struct net_addr *b = &m->upstreams[p].servers[i].addr;
+
+				if (a->len == b->len && !memcmp(&a->ss, &b->ss, a->len)) {
+					s = (int)i;
+					break;
+				}
+			}
+			if (s < 0)
+				p = -1;
+		}
+	}
+	metrics_record(w->metrics, e, (unsigned)l, r, p, s);
+}
+
 static void log_exchange(struct client *c)
 {
 	struct worker *w = c->w;
@@ -749,7 +799,7 @@ static void log_exchange(struct client *c)
 		e.span_id = c->span_id;
 		e.parent_span_id = c->parent_span_id[0] ? c->parent_span_id : NULL;
 	}
-	metrics_record(w->metrics, &e, c->listener, c->route, c->pool, c->server);
+	metrics_record_mapped(w, c, &e);
 	if (w->alog)
 		alog_write(w->alog, &e);
 }
@@ -807,6 +857,33 @@ static int exchange_splice(struct client *c)
 	return 0;
 }
 
+/*
+ * Between exchanges a client moves to the newest configuration (after a
+ * reload), unless its listener is gone from it: then it keeps the one it was
+ * accepted with until it closes.
+ */
+static void client_renew_gen(struct client *c)
+{
+	struct worker *w = c->w;
+	const struct config *ocfg = c->gen->snap->cfg, *ncfg = w->cur->snap->cfg;
+	const struct net_addr *a = &ocfg->listeners[c->listener].addr;
+	struct wgen *old = c->gen;
+
+	if (old == w->cur)
+		return;
+	for (unsigned i = 0; i < ncfg->nlisteners; i++) {
+		const struct net_addr *b = &ncfg->listeners[i].addr;
+
+		if (a->len == b->len && !memcmp(&a->ss, &b->ss, a->len)) {
+			c->gen = worker_gen_get(w->cur);
+			c->listener = i;
+			worker_enter(w, c->gen);
+			worker_gen_put(w, old);
+			return;
+		}
+	}
+}
+
 /* The exchange is over (successfully or not): log it, then keep or drop the connection. */
 static void exchange_end(struct client *c, bool close_client)
 {
@@ -845,6 +922,7 @@ static void exchange_end(struct client *c, bool close_client)
 	c->drop_tracestate = false;
 	c->state = CS_HEAD;
 	c->req_deadline_ms = 0;
+	client_renew_gen(c);
 	set_deadline(c, DL_IDLE, wcfg(w)->timeouts.idle_ms);
 	client_start_read(c);
 }
@@ -1856,6 +1934,7 @@ void proxy_complete(struct worker *w, void *obj, enum op op, int res, unsigned f
 	case OP_CLIENT_RECV: {
 		struct client *c = obj;
 
+		worker_enter(w, c->gen);
 		c->pending--;
 		on_client_recv(c, res);
 		return;
@@ -1863,6 +1942,7 @@ void proxy_complete(struct worker *w, void *obj, enum op op, int res, unsigned f
 	case OP_CLIENT_SEND: {
 		struct client *c = obj;
 
+		worker_enter(w, c->gen);
 		c->pending--;
 		on_client_send(c, res);
 		return;
@@ -1870,6 +1950,7 @@ void proxy_complete(struct worker *w, void *obj, enum op op, int res, unsigned f
 	case OP_UP_CONNECT: {
 		struct upconn *u = obj;
 
+		worker_enter(w, u->owner ? u->owner->gen : u->gen);
 		u->pending--;
 		breaker_connect_end(&u->w->snap->pools[u->pool], (unsigned)u->server);
 		if (!u->closing)
@@ -1879,6 +1960,7 @@ void proxy_complete(struct worker *w, void *obj, enum op op, int res, unsigned f
 	case OP_UP_RECV: {
 		struct upconn *u = obj;
 
+		worker_enter(w, u->owner ? u->owner->gen : u->gen);
 		u->pending--;
 		on_up_recv(u, res);
 		return;
@@ -1886,6 +1968,7 @@ void proxy_complete(struct worker *w, void *obj, enum op op, int res, unsigned f
 	case OP_UP_SEND: {
 		struct upconn *u = obj;
 
+		worker_enter(w, u->owner ? u->owner->gen : u->gen);
 		u->pending--;
 		on_up_send(u, res);
 		return;
@@ -1912,6 +1995,8 @@ void proxy_tick(struct worker *w)
 		if (!whole && (!c->deadline_ms || w->now_ms < c->deadline_ms))
 			continue;
 		enum deadline k = whole ? DL_RESPONSE : c->dl_kind;
+
+		worker_enter(w, c->gen);
 
 		c->deadline_ms = 0;
 		c->req_deadline_ms = 0;
@@ -1943,6 +2028,7 @@ void proxy_tick(struct worker *w)
 			break;
 		}
 	}
+	worker_enter(w, w->cur);
 	/* Idle pooled connections are not timed here; the server's own idle close is seen by the armed recv. */
 }
 
@@ -1955,9 +2041,12 @@ void proxy_drain(struct worker *w)
 		struct client *c = dlist_entry(pos, struct client, node);
 
 		c->keep_alive = false;
+		worker_enter(w, c->gen);
 		if (!c->closing && c->state == CS_HEAD && c->in_len == 0)
 			client_close(c);
 	}
+	/* Only the newest generation keeps idle connections (up_release). */
+	worker_enter(w, w->cur);
 	for (unsigned p = 0; p < wcfg(w)->nupstreams; p++)
 		for (unsigned s = 0; s < wcfg(w)->upstreams[p].nservers; s++) {
 			struct upconn *u;
@@ -1975,6 +2064,7 @@ void proxy_close_all(struct worker *w)
 		struct client *c = dlist_entry(pos, struct client, node);
 
 		if (!c->closing) {
+			worker_enter(w, c->gen);
 			if (c->have_req && !c->error)
 				c->error = "shutdown: drain time over";
 			if (c->have_req)
@@ -1983,8 +2073,25 @@ void proxy_close_all(struct worker *w)
 			client_close(c);
 		}
 	}
+	worker_enter(w, w->cur);
 	splice_close_all(w); /* spliced connections ran on until the deadline */
 	proxy_drain(w);
+}
+
+/* A reload replaced g: its idle backend connections close (busy ones when their exchange ends). */
+void proxy_retire(struct worker *w, struct wgen *g)
+{
+	const struct config *cfg = g->snap->cfg;
+
+	worker_enter(w, g);
+	for (unsigned p = 0; p < cfg->nupstreams; p++)
+		for (unsigned s = 0; s < cfg->upstreams[p].nservers; s++) {
+			struct upconn *u;
+
+			while ((u = up_take_idle(w, p, s)))
+				up_close(u);
+		}
+	worker_enter(w, w->cur);
 }
 
 /* Frees closed connections whose operations have all completed; runs after each batch. */
@@ -2006,6 +2113,7 @@ void proxy_reap(struct worker *w)
 		tls_conn_free(c->tls);
 		free(c->in);
 		free(c->out);
+		worker_gen_put(w, c->gen);
 		free(c);
 	}
 	dlist_for_each_safe(pos, tmp, &w->dead_ups) {
@@ -2015,8 +2123,9 @@ void proxy_reap(struct worker *w)
 			continue;
 		dlist_del(&u->node);
 		close(u->fd);
-		breaker_conn_close(&w->snap->pools[u->pool], (unsigned)u->server);
+		breaker_conn_close(&u->gen->snap->pools[u->pool], (unsigned)u->server);
 		w->nupconns--;
+		worker_gen_put(w, u->gen);
 		free(u->buf);
 		free(u);
 	}

@@ -10,6 +10,13 @@ static void snapshot_free(struct snapshot *s)
 {
 	struct config *cfg = s->cfg;
 
+	if (s->pools_owner) {
+		/* Pools and names are the owner's. */
+		snapshot_put(s->pools_owner);
+		config_free(cfg);
+		free(s);
+		return;
+	}
 	for (unsigned i = 0; s->pools && i < cfg->nupstreams; i++)
 		lb_pool_destroy(&s->pools[i]);
 	for (unsigned i = 0; s->server_names && i < cfg->nupstreams; i++) {
@@ -90,4 +97,83 @@ void snapshot_put(struct snapshot *s)
 {
 	if (s && atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1)
 		snapshot_free(s);
+}
+
+int snapshot_server_match(const struct lb_pool *p, const struct lb_pool *q, unsigned s)
+{
+	const struct net_addr *a = &q->cfg->servers[s].addr;
+
+	for (unsigned i = 0; i < p->nservers; i++) {
+		const struct net_addr *b = &p->cfg->servers[i].addr;
+
+		if (a->len == b->len && !memcmp(&a->ss, &b->ss, a->len))
+			return (int)i;
+	}
+	return -1;
+}
+
+/* State a server carries across a reload: health, ejection, drain and runtime weight. */
+static void server_carry(struct lb_pool *np, unsigned ni, const struct lb_pool *op, unsigned oi)
+{
+	struct lb_server *n = &np->servers[ni];
+	const struct lb_server *o = &op->servers[oi];
+
+#define CARRY(f) atomic_store(&n->f, atomic_load(&o->f))
+	CARRY(ewma_ns);
+	CARRY(ewma_at_ns);
+	CARRY(down);
+	CARRY(draining);
+	CARRY(weight_rt);
+	CARRY(ramp_start_ns);
+	CARRY(fails);
+	CARRY(ejections);
+	CARRY(ejected_until_ns);
+	CARRY(ejected_at_ns);
+	CARRY(eject_reason);
+	CARRY(eff_weight);
+#undef CARRY
+	if (atomic_load(&o->ejected)) {
+		atomic_store(&n->ejected, true);
+		atomic_fetch_add(&np->nejected, 1);
+	}
+}
+
+int snapshot_create_from(struct config *cfg, struct snapshot *old, bool share_pools,
+			 struct snapshot **out)
+{
+	struct snapshot *s;
+	int err;
+
+	if (share_pools) {
+		s = calloc(1, sizeof(*s));
+		if (!s)
+			return -ENOMEM;
+		s->pools_owner = old->pools_owner ? old->pools_owner : old;
+		snapshot_get(s->pools_owner);
+		s->pools = old->pools;
+		s->server_names = old->server_names;
+		s->tls = old->tls;
+		s->cfg = cfg;
+		atomic_init(&s->refs, 1);
+		*out = s;
+		return 0;
+	}
+	err = snapshot_create(cfg, &s);
+	if (err)
+		return err;
+	s->tls = old->tls;
+	for (unsigned i = 0; i < cfg->nupstreams; i++) {
+		int op = config_upstream_index(old->cfg, cfg->upstreams[i].name);
+
+		if (op < 0)
+			continue;
+		for (unsigned j = 0; j < s->pools[i].nservers; j++) {
+			int oj = snapshot_server_match(&old->pools[op], &s->pools[i], j);
+
+			if (oj >= 0)
+				server_carry(&s->pools[i], j, &old->pools[op], (unsigned)oj);
+		}
+	}
+	*out = s;
+	return 0;
 }

@@ -5,6 +5,7 @@
 
 #include "agent.h"
 #include "netaddr.h"
+#include "reload.h"
 #include "tls.h"
 
 const char *status_algorithm_name(int algorithm)
@@ -33,7 +34,8 @@ static int cmd_status(void *ctx, const struct control_req *req, struct jsonw *w,
 		      size_t errlen)
 {
 	struct agent *a = ctx;
-	const struct config *cfg = a->snap->cfg;
+	struct snapshot *live = a->live ? reload_live(a) : NULL; /* reload.h: the config served now */
+	const struct config *cfg = live ? live->cfg : a->snap->cfg;
 	uint64_t conns = 0, requests = 0, accepted = 0, connects = 0, reuses = 0;
 	char when[32], addr[NET_ADDR_STRLEN];
 
@@ -52,6 +54,8 @@ static int cmd_status(void *ctx, const struct control_req *req, struct jsonw *w,
 	jsonw_str(w, "config", a->config_path);
 	iso_time(a->loaded_at, when, sizeof(when));
 	jsonw_str(w, "config_loaded", when);
+	jsonw_u64(w, "reloads", atomic_load(&a->reloads));
+	jsonw_u64(w, "reload_failures", atomic_load(&a->reload_failures));
 	jsonw_u64(w, "workers", a->workers->n);
 	jsonw_u64(w, "connections", conns);
 	jsonw_u64(w, "accepted", accepted);
@@ -94,6 +98,8 @@ static int cmd_status(void *ctx, const struct control_req *req, struct jsonw *w,
 	}
 	jsonw_arr_end(w);
 	jsonw_u64(w, "routes", cfg->nroutes);
+	if (live)
+		snapshot_put(live);
 	return 0;
 }
 

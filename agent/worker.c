@@ -36,8 +36,7 @@ static void clock_update(struct worker *w)
 	w->now_ms = w->now_ns / 1000000;
 }
 
-/* Opens one SO_REUSEPORT listening socket; returns the fd or a negative errno. */
-static int listener_open(const struct cfg_listener *l)
+int worker_listener_open(const struct cfg_listener *l)
 {
 	const struct sockaddr *sa = (const struct sockaddr *)&l->addr.ss;
 	int one = 1, zero = 0, fd, err;
@@ -90,10 +89,27 @@ static void arm_wake(struct worker *w)
 	io_uring_sqe_set_data64(sqe, op_data(w, OP_WAKE));
 }
 
+static void wlistener_free(struct wlistener *l)
+{
+	if (l->fd >= 0)
+		close(l->fd);
+	free(l);
+}
+
 static void on_accept(struct worker *w, struct wlistener *l, int res, unsigned flags)
 {
 	if (!(flags & IORING_CQE_F_MORE))
 		l->armed = false;
+	if (l->removed) {
+		/* Gone from the config: what was already accepted is still served. */
+		if (res >= 0)
+			close(res);
+		if (!l->armed) {
+			dlist_del(&l->node);
+			wlistener_free(l);
+		}
+		return;
+	}
 	if (res >= 0) {
 		proxy_accept(w, l, res);
 	} else if (res != -ECANCELED) {
@@ -102,7 +118,7 @@ static void on_accept(struct worker *w, struct wlistener *l, int res, unsigned f
 		/* EMFILE and friends: say so at most once a second; the tick re-arms. */
 		if (w->now_ms - atomic_load(&last_warn_ms) >= 1000) {
 			atomic_store(&last_warn_ms, w->now_ms);
-			log_warn("listener %s: accept: %s", w->snap->cfg->listeners[l->idx].name,
+			log_warn("listener %s: accept: %s", w->cur->snap->cfg->listeners[l->idx].name,
 				 strerror(-res));
 		}
 	}
@@ -118,7 +134,7 @@ static void on_accept(struct worker *w, struct wlistener *l, int res, unsigned f
 
 static void start_drain(struct worker *w)
 {
-	const struct config *cfg = w->snap->cfg;
+	const struct config *cfg = w->cur->snap->cfg;
 
 	if (w->draining)
 		return;
@@ -127,7 +143,7 @@ static void start_drain(struct worker *w)
 	/* Cancel the multishot accepts first: the ring holds a reference to each listening
 	 * socket, so closing the fd alone would keep accepting. */
 	for (unsigned i = 0; i < cfg->nlisteners; i++) {
-		struct wlistener *l = &w->listeners[i];
+		struct wlistener *l = w->listeners[i];
 
 		if (l->fd < 0)
 			continue;
@@ -146,15 +162,15 @@ static void start_drain(struct worker *w)
 
 static bool listeners_closed(struct worker *w)
 {
-	for (unsigned i = 0; i < w->snap->cfg->nlisteners; i++)
-		if (w->listeners[i].fd >= 0)
+	for (unsigned i = 0; i < w->cur->snap->cfg->nlisteners; i++)
+		if (w->listeners[i]->fd >= 0)
 			return false;
-	return true;
+	return dlist_empty(&w->gone_listeners);
 }
 
 static void on_tick(struct worker *w)
 {
-	const struct config *cfg = w->snap->cfg;
+	const struct config *cfg = w->cur->snap->cfg;
 
 	proxy_tick(w);
 	if (w->draining) {
@@ -168,10 +184,203 @@ static void on_tick(struct worker *w)
 			w->stopped = true;
 	} else {
 		for (unsigned i = 0; i < cfg->nlisteners; i++)
-			arm_accept(w, &w->listeners[i]);
+			arm_accept(w, w->listeners[i]);
 	}
 	if (!w->stopped)
 		arm_tick(w);
+}
+
+static int gen_new(struct worker *w, struct snapshot *snap, struct wgen **out)
+{
+	const struct config *cfg = snap->cfg;
+	unsigned n = cfg->nupstreams;
+	struct wgen *g = calloc(1, sizeof(*g));
+	int err = -ENOMEM;
+
+	if (!g)
+		return -ENOMEM;
+	g->snap = snap;
+	g->lb = calloc(n ? n : 1, sizeof(*g->lb));
+	g->upools = calloc(n ? n : 1, sizeof(*g->upools));
+	if (!g->lb || !g->upools)
+		goto fail;
+	for (unsigned i = 0; i < n; i++) {
+		err = lb_local_init(&g->lb[i], &snap->pools[i], w->rng + i);
+		if (err)
+			goto fail;
+		err = -ENOMEM;
+		g->upools[i] = calloc(cfg->upstreams[i].nservers ? cfg->upstreams[i].nservers : 1,
+				      sizeof(**g->upools));
+		if (!g->upools[i])
+			goto fail;
+		for (unsigned s = 0; s < cfg->upstreams[i].nservers; s++)
+			dlist_init(&g->upools[i][s].idle);
+	}
+	snapshot_get(snap);
+	g->refs = 1;
+	*out = g;
+	return 0;
+fail:
+	g->snap = NULL;
+	for (unsigned i = 0; g->lb && i < n; i++)
+		lb_local_destroy(&g->lb[i]);
+	for (unsigned i = 0; g->upools && i < n; i++)
+		free(g->upools[i]);
+	free(g->lb);
+	free(g->upools);
+	free(g);
+	return err;
+}
+
+void worker_gen_put(struct worker *w, struct wgen *g)
+{
+	const struct config *cfg;
+
+	if (!g || --g->refs)
+		return;
+	(void)w;
+	cfg = g->snap->cfg;
+	for (unsigned i = 0; i < cfg->nupstreams; i++) {
+		lb_local_destroy(&g->lb[i]);
+		free(g->upools[i]);
+	}
+	free(g->lb);
+	free(g->upools);
+	snapshot_put(g->snap);
+	free(g);
+}
+
+static bool same_addr(const struct net_addr *a, const struct net_addr *b)
+{
+	return a->len == b->len && !memcmp(&a->ss, &b->ss, a->len);
+}
+
+static void arm_reload(struct worker *w)
+{
+	struct io_uring_sqe *sqe = worker_sqe(w);
+
+	io_uring_prep_read(sqe, w->reload_fd, &w->reload_buf, sizeof(w->reload_buf), 0);
+	io_uring_sqe_set_data64(sqe, op_data(w, OP_RELOAD));
+}
+
+static void publish_free(struct wpublish *p)
+{
+	for (unsigned i = 0; p->fds && i < p->snap->cfg->nlisteners; i++)
+		if (p->fds[i] >= 0)
+			close(p->fds[i]);
+	free(p->fds);
+	snapshot_put(p->snap);
+	free(p);
+}
+
+/*
+ * Switches to a published snapshot: new exchanges take it, running ones keep
+ * theirs. Listeners with an address in both configs stay open (no connection
+ * refused); new ones come ready-bound from the reloader; removed ones close
+ * once their accept is cancelled.
+ */
+static void apply_reload(struct worker *w)
+{
+	struct wpublish *p = atomic_exchange(&w->publish, NULL);
+	const struct config *ocfg = w->cur->snap->cfg, *ncfg;
+	struct wlistener **nl = NULL;
+	struct wgen *g = NULL, *old = w->cur;
+	int err;
+
+	if (!w->draining)
+		arm_reload(w);
+	if (!p)
+		return;
+	ncfg = p->snap->cfg;
+	if (w->draining)
+		goto done;
+	err = gen_new(w, p->snap, &g);
+	nl = calloc(ncfg->nlisteners ? ncfg->nlisteners : 1, sizeof(*nl));
+	if (err || !nl) {
+		log_err("worker %u: reload: %s; keeping the running configuration", w->id,
+			strerror(err ? -err : ENOMEM));
+		goto done;
+	}
+	/* Allocate first: nothing is taken from the running listeners until it cannot fail. */
+	for (unsigned i = 0; i < ncfg->nlisteners; i++) {
+		nl[i] = aligned_alloc(16, sizeof(**nl));
+		if (!nl[i]) {
+			for (unsigned k = 0; k < i; k++) {
+				p->fds[k] = nl[k]->fd; /* back to the publication, which closes it */
+				free(nl[k]);
+			}
+			log_err("worker %u: reload: out of memory; keeping the running configuration", w->id);
+			goto done;
+		}
+		memset(nl[i], 0, sizeof(**nl));
+		nl[i]->w = w;
+		nl[i]->fd = p->fds[i];
+		p->fds[i] = -1; /* the listener owns it now */
+		dlist_init(&nl[i]->node);
+	}
+	for (unsigned i = 0; i < ncfg->nlisteners; i++) {
+		if (nl[i]->fd >= 0)
+			continue;
+		for (unsigned j = 0; j < ocfg->nlisteners; j++)
+			if (w->listeners[j] && same_addr(&ocfg->listeners[j].addr, &ncfg->listeners[i].addr)) {
+				free(nl[i]);
+				nl[i] = w->listeners[j];
+				w->listeners[j] = NULL;
+				break;
+			}
+		/* This worker missed an earlier reload: it binds its own socket. */
+		if (nl[i]->fd < 0 && (nl[i]->fd = worker_listener_open(&ncfg->listeners[i])) < 0) {
+			log_err("worker %u: reload: listener %s: %s", w->id, ncfg->listeners[i].name,
+				strerror(-nl[i]->fd));
+			nl[i]->fd = -1;
+		}
+	}
+	for (unsigned i = 0; i < ncfg->nlisteners; i++)
+		nl[i]->idx = i;
+	for (unsigned j = 0; j < ocfg->nlisteners; j++) {
+		struct wlistener *l = w->listeners[j];
+
+		if (!l)
+			continue;
+		if (l->armed) {
+			struct io_uring_sqe *sqe = worker_sqe(w);
+
+			l->removed = true;
+			dlist_add_tail(&w->gone_listeners, &l->node);
+			io_uring_prep_cancel64(sqe, op_data(l, OP_ACCEPT), 0);
+			io_uring_sqe_set_data64(sqe, OP_IGNORE);
+		} else {
+			wlistener_free(l);
+		}
+	}
+	free(w->listeners);
+	w->listeners = nl;
+	nl = NULL;
+	w->cur = g;
+	g = NULL;
+	worker_enter(w, w->cur);
+	proxy_retire(w, old);
+	worker_gen_put(w, old);
+	for (unsigned i = 0; i < ncfg->nlisteners; i++)
+		arm_accept(w, w->listeners[i]);
+done:
+	free(nl);
+	if (g)
+		worker_gen_put(w, g);
+	publish_free(p);
+	atomic_fetch_add_explicit(&w->reload_seq, 1, memory_order_release);
+}
+
+void worker_publish(struct worker *w, struct wpublish *p)
+{
+	struct wpublish *old = atomic_exchange(&w->publish, p);
+	uint64_t one = 1;
+
+	/* Not taken yet: the newer one replaces it. */
+	if (old)
+		publish_free(old);
+	if (write(w->reload_fd, &one, sizeof(one)) < 0)
+		log_warn("worker %u: cannot signal a reload: %s", w->id, strerror(errno));
 }
 
 static void dispatch(struct worker *w, struct io_uring_cqe *cqe)
@@ -192,8 +401,13 @@ static void dispatch(struct worker *w, struct io_uring_cqe *cqe)
 	case OP_WAKE:
 		start_drain(w);
 		return;
+	case OP_RELOAD:
+		apply_reload(w);
+		return;
 	default:
 		proxy_complete(w, obj, op, cqe->res, cqe->flags);
+		/* Events of a connection run with its own generation: back to the newest. */
+		worker_enter(w, w->cur);
 	}
 }
 
@@ -206,6 +420,7 @@ static int worker_setup(struct worker *w)
 	dlist_init(&w->clients);
 	dlist_init(&w->dead_clients);
 	dlist_init(&w->dead_ups);
+	dlist_init(&w->gone_listeners);
 	w->rng = ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)w ^ 0x9e3779b97f4a7c15ull;
 	clock_update(w);
 	w->rng ^= w->now_ns;
@@ -234,30 +449,25 @@ static int worker_setup(struct worker *w)
 		log_err("worker %u: io_uring: %s", w->id, strerror(-err));
 		return err;
 	}
-	w->lb = calloc(cfg->nupstreams ? cfg->nupstreams : 1, sizeof(*w->lb));
-	w->upools = calloc(cfg->nupstreams ? cfg->nupstreams : 1, sizeof(*w->upools));
-	w->listeners = calloc(cfg->nlisteners, sizeof(*w->listeners));
-	if (!w->lb || !w->upools || !w->listeners)
+	err = gen_new(w, w->snap, &w->cur);
+	if (err)
+		return err;
+	worker_enter(w, w->cur);
+	w->listeners = calloc(cfg->nlisteners ? cfg->nlisteners : 1, sizeof(*w->listeners));
+	if (!w->listeners)
 		return -ENOMEM;
-	for (unsigned i = 0; i < cfg->nupstreams; i++) {
-		err = lb_local_init(&w->lb[i], &w->snap->pools[i], w->rng + i);
-		if (err)
-			return err;
-		w->upools[i] = calloc(cfg->upstreams[i].nservers, sizeof(**w->upools));
-		if (!w->upools[i])
-			return -ENOMEM;
-		for (unsigned s = 0; s < cfg->upstreams[i].nservers; s++)
-			dlist_init(&w->upools[i][s].idle);
-	}
-	for (unsigned i = 0; i < cfg->nlisteners; i++)
-		w->listeners[i].fd = -1;
 	for (unsigned i = 0; i < cfg->nlisteners; i++) {
-		struct wlistener *l = &w->listeners[i];
+		struct wlistener *l = aligned_alloc(16, sizeof(*l));
 		char addr[NET_ADDR_STRLEN];
 
+		if (!l)
+			return -ENOMEM;
+		memset(l, 0, sizeof(*l));
+		w->listeners[i] = l;
 		l->w = w;
 		l->idx = i;
-		l->fd = listener_open(&cfg->listeners[i]);
+		dlist_init(&l->node);
+		l->fd = worker_listener_open(&cfg->listeners[i]);
 		if (l->fd < 0) {
 			log_err("listener %s %s: %s", cfg->listeners[i].name,
 				net_addr_format((const struct sockaddr *)&cfg->listeners[i].addr.ss,
@@ -266,6 +476,9 @@ static int worker_setup(struct worker *w)
 			return l->fd;
 		}
 	}
+	w->reload_fd = eventfd(0, EFD_CLOEXEC);
+	if (w->reload_fd < 0)
+		return -errno;
 	w->wake_fd = eventfd(0, EFD_CLOEXEC);
 	if (w->wake_fd < 0)
 		return -errno;
@@ -274,25 +487,31 @@ static int worker_setup(struct worker *w)
 
 static void worker_teardown(struct worker *w)
 {
-	const struct config *cfg = w->snap->cfg;
+	struct wpublish *p = atomic_exchange(&w->publish, NULL);
 
+	if (p)
+		publish_free(p);
 	if (w->listeners)
-		for (unsigned i = 0; i < cfg->nlisteners; i++)
-			if (w->listeners[i].fd >= 0)
-				close(w->listeners[i].fd);
-	if (w->lb)
-		for (unsigned i = 0; i < cfg->nupstreams; i++)
-			lb_local_destroy(&w->lb[i]);
-	if (w->upools)
-		for (unsigned i = 0; i < cfg->nupstreams; i++)
-			free(w->upools[i]);
-	free(w->lb);
-	free(w->upools);
+		for (unsigned i = 0; w->cur && i < w->cur->snap->cfg->nlisteners; i++)
+			if (w->listeners[i])
+				wlistener_free(w->listeners[i]);
+	while (!dlist_empty(&w->gone_listeners)) {
+		struct wlistener *l = dlist_entry(w->gone_listeners.next, struct wlistener, node);
+
+		dlist_del(&l->node);
+		wlistener_free(l);
+	}
 	free(w->listeners);
+	w->listeners = NULL;
+	if (w->cur)
+		worker_gen_put(w, w->cur);
+	w->cur = w->gen = NULL;
 	if (w->ring.ring_fd > 0)
 		io_uring_queue_exit(&w->ring);
 	if (w->wake_fd > 0)
 		close(w->wake_fd);
+	if (w->reload_fd > 0)
+		close(w->reload_fd);
 }
 
 static void *worker_main(void *arg)
@@ -309,9 +528,10 @@ static void *worker_main(void *arg)
 		}
 	}
 	for (unsigned i = 0; i < cfg->nlisteners; i++)
-		arm_accept(w, &w->listeners[i]);
+		arm_accept(w, w->listeners[i]);
 	arm_tick(w);
 	arm_wake(w);
+	arm_reload(w);
 	while (!w->stopped) {
 		struct io_uring_cqe *cqe;
 		unsigned head, n = 0;
@@ -347,11 +567,12 @@ int workers_start(struct worker_set *ws, struct snapshot *snap, unsigned n, stru
 		struct worker *w = &ws->workers[i];
 
 		w->id = i;
-		w->snap = snap;
+		w->snap = snap; /* worker_setup builds the first generation on it */
 		w->wake_fd = -1;
-		snapshot_get(snap);
+		w->reload_fd = -1;
 		w->alog = alog ? alog_ring(alog, i) : NULL;
 		w->metrics = metrics_worker(ws->metrics, i);
+		w->metrics_cfg = snap->cfg;
 		ws->n++;
 		err = worker_setup(w);
 		if (err)
@@ -374,10 +595,8 @@ int workers_start(struct worker_set *ws, struct snapshot *snap, unsigned n, stru
 	}
 	return 0;
 fail:
-	for (unsigned i = 0; i < ws->n; i++) {
+	for (unsigned i = 0; i < ws->n; i++)
 		worker_teardown(&ws->workers[i]);
-		snapshot_put(ws->workers[i].snap);
-	}
 	free(ws->workers);
 	ws->workers = NULL;
 	ws->n = 0;
@@ -395,7 +614,6 @@ void workers_stop(struct worker_set *ws)
 	for (unsigned i = 0; i < ws->n; i++) {
 		pthread_join(ws->workers[i].thread, NULL);
 		worker_teardown(&ws->workers[i]);
-		snapshot_put(ws->workers[i].snap);
 	}
 	free(ws->workers);
 	ws->workers = NULL;

@@ -196,8 +196,10 @@ static int cmd_status(struct ctl *ctl, int argc, char **argv)
 	printf("clawd %s (pid %lld), up ", jsonr_get_str(&j, r, "version"),
 	       (long long)jsonr_get_int(&j, r, "pid", 0));
 	print_duration(jsonr_get_int(&j, r, "uptime_s", 0));
-	printf("\n%-12s %s (loaded %s)\n", "config", jsonr_get_str(&j, r, "config"),
-	       jsonr_get_str(&j, r, "config_loaded"));
+	printf("\n%-12s %s (loaded %s, %lld reloads, %lld refused)\n", "config",
+	       jsonr_get_str(&j, r, "config"), jsonr_get_str(&j, r, "config_loaded"),
+	       (long long)jsonr_get_int(&j, r, "reloads", 0),
+	       (long long)jsonr_get_int(&j, r, "reload_failures", 0));
 	printf("%-12s %lld\n", "workers", (long long)jsonr_get_int(&j, r, "workers", 0));
 	printf("%-12s %lld open, %lld accepted, %lld requests\n", "connections",
 	       (long long)jsonr_get_int(&j, r, "connections", 0),
@@ -265,6 +267,24 @@ static int cmd_ping(struct ctl *ctl, int argc, char **argv)
 	return 0;
 }
 
+/* Live configuration reload (docs/operations.md): the agent validates, refuses or applies. */
+static int cmd_reload(struct ctl *ctl, int argc, char **argv)
+{
+	struct jsonr j;
+	char *raw = NULL;
+	int rc;
+
+	if (argc > 1)
+		return usage_error("reload: unexpected argument '%s'", argv[1]);
+	rc = ctl_request(ctl, "{\"cmd\":\"reload\"}\n", &j, &raw);
+	if (rc)
+		return rc;
+	if (ctl->json)
+		printf("%s\n", raw);
+	else
+		printf("%s\n", jsonr_get_str(&j, &j.nodes[0], "message"));
+	return 0;
+}
 
 /* ---- packet guard: block / allow lists, guard stats|status|detach ---- */
 
@@ -1449,6 +1469,8 @@ static int cmd_tls(struct ctl *ctl, int argc, char **argv)
 static const struct ctl_cmd commands[] = {
 	{ "status", "status                 what runs, since when, how busy", cmd_status },
 	{ "ping", "ping                   is clawd answering?", cmd_ping },
+	{ "reload", "reload                 load the config file again; refused with FILE:LINE if invalid",
+	  cmd_reload },
 	{ "stats", "stats [--json]         requests, errors, latency per route and backend, XDP drops",
 	  cmd_stats },
 	{ "top", "top [--interval 1s]    live view: req/s, errors, p50/p99, top routes, backends (q quits)",
