@@ -1024,6 +1024,27 @@ static void client_fail(struct client *c, int status, const char *why)
 	client_local_response(c, status, "text/plain; charset=utf-8", body, n, false);
 }
 
+/*
+ * The client sees the request id the backend and the access log saw, so a
+ * user's report can be matched to a log line. A backend that set its own
+ * header of that name keeps it.
+ */
+static ssize_t echo_request_id(struct client *c, struct upconn *u, ssize_t n)
+{
+	const struct config *cfg = wcfg(c->w);
+	const struct cfg_tracing *t = c->route >= 0 ? &cfg->routes[c->route].tracing : &cfg->tracing;
+	const char *name = t->request_id_header ? t->request_id_header : "X-Request-ID";
+	char line[160];
+	int len;
+
+	if (http1_find_header(u->resp.headers, u->resp.nheaders, name))
+		return n;
+	len = snprintf(line, sizeof(line), "%s: %s\r\n", name, c->request_id);
+	if (len <= 0 || (size_t)len >= sizeof(line))
+		return n;
+	return forward_head_append(c->out, c->out_cap, (size_t)n, line);
+}
+
 /* The request id and the trace context of this exchange, per the route's tracing (or the top level's). */
 static void make_request_id(struct client *c)
 {
@@ -1739,6 +1760,8 @@ static void up_process(struct upconn *u)
 					  c->req.version_minor);
 	if (n > 0 && c->gv.resp_headers[0])
 		n = forward_head_append(c->out, c->out_cap, (size_t)n, c->gv.resp_headers);
+	if (n > 0 && c->request_id[0])
+		n = echo_request_id(c, u, n);
 	if (n < 0) {
 		client_fail(c, 502, "backend response head too large to forward");
 		return;

@@ -239,7 +239,7 @@ def _():
         eq(r2.json()["body_len"], 3, "body of the pipelined POST")
 
 
-@t.test("request id: X-Request-ID at the backend equals the access log's request_id")
+@t.test("request id: X-Request-ID at the backend equals the access log's request_id and the response's")
 def _():
     with Backend() as be, Clawd(simple_config(be)) as cd:
         r = get(cd.port, "/rid", headers=[("X-Request-ID", "client-chosen-id")])
@@ -249,6 +249,7 @@ def _():
               "an untrusted client's X-Request-ID was kept: %r" % ids)
         log = cd.wait_log(1)
         eq(log[-1]["request_id"], ids[0], "request_id in the access log")
+        eq(r.header("X-Request-ID"), ids[0], "the same id on the response to the client")
     with Backend() as be, Clawd(simple_config(be, trusted_proxies=["127.0.0.0/8"])) as cd:
         r = get(cd.port, "/rid", headers=[("X-Request-ID", "trace-42.a_b")])
         eq(hall(backend_headers(r), "X-Request-ID"), ["trace-42.a_b"], "trusted peer's id kept")
