@@ -191,9 +191,11 @@ def _():
 @t.test("expired key → 401")
 def _():
     with State() as st, Backend() as be, Clawd(config(be, st)) as cd:
-        kid, key = create(cd, "free", "short", "--expires", "1s")
+        # 3 s: room for the index swap (≤ 1 s) and a loaded machine before the first use.
+        kid, key = create(cd, "free", "short", "--expires", "3s")
+        t0 = time.monotonic()
         eq(curl(cd, "/api/x", ["X-API-Key: " + key])[0], 200, "before expiry")
-        time.sleep(2.1)
+        time.sleep(max(0.0, 3.6 - (time.monotonic() - t0)))
         eq(curl(cd, "/api/x", ["X-API-Key: " + key])[0], 401, "after expiry")
         eq(ctl_json(cd, "keys", "show", kid)["state"], "expired", "state")
 

@@ -16,7 +16,8 @@ t = Tap()
 
 PIN_BASE = "/sys/fs/bpf/openclaw-e2e-splice-%d" % os.getpid()
 BLOCK = bytes(range(256)) * 256  # 64 KiB pattern block
-OK_RESP = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+# The backend names its own X-Request-ID so clawd forwards this head byte for byte.
+OK_RESP = b"HTTP/1.1 200 OK\r\nX-Request-ID: backend-1\r\nContent-Length: 2\r\n\r\nok"
 
 
 def need_bpf():
