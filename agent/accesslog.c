@@ -213,6 +213,8 @@ static size_t format_json(char *buf, size_t cap, const struct alog_entry *e, boo
 	jsonw_str(&w, "request_id", e->request_id);
 	if (e->error)
 		jsonw_str(&w, "error", e->error);
+	if (e->retries)
+		jsonw_u64(&w, "retries", e->retries);
 	if (e->query && query)
 		jsonw_strn(&w, "query", e->query, e->query_len);
 	if (e->listener)

@@ -28,6 +28,7 @@ struct alog_entry {
 	uint64_t total_ns;          /* first request byte → last response byte */
 	const char *request_id;
 	const char *error;          /* why the proxy failed or rejected it, or NULL */
+	unsigned retries;           /* attempts retried (retry.h); logged when not 0 */
 	const char *query;          /* query string without '?', or NULL; logged only when configured */
 	size_t query_len;
 	const char *listener;       /* listener name, or NULL */

@@ -19,6 +19,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "netaddr.h"
+#include "upgrade.h"
 
 #define ADMIN_HEAD_MAX 8192   /* a scraper's request head is tiny */
 #define ADMIN_TIMEOUT_MS 5000 /* a client gets this long to send its head and take the answer */
@@ -252,12 +253,19 @@ int admin_start(struct admin **out, const struct cfg_admin *cfg, struct agent *a
 		goto fail;
 	if (pipe2(ad->stop_pipe, O_CLOEXEC) < 0)
 		goto fail_errno;
-	ad->fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	/* Binary upgrade: the old clawd's socket, already listening (upgrade.h). */
+	ad->fd = upgrade_take_admin(&cfg->addr);
+	if (ad->fd >= 0)
+		goto listening;
+	/* Non-blocking: after an upgrade hand-over two processes poll it, and the loser of
+	 * an accept race must get EAGAIN rather than block. */
+	ad->fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (ad->fd < 0)
 		goto fail_errno;
 	setsockopt(ad->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	if (bind(ad->fd, sa, cfg->addr.len) < 0 || listen(ad->fd, 64) < 0)
 		goto fail_errno;
+listening:
 	rc = -pthread_create(&ad->thread, NULL, admin_main, ad);
 	if (rc) {
 		snprintf(err, errlen, "admin %s: thread: %s", ad->addr, strerror(-rc));
@@ -274,6 +282,11 @@ fail_errno:
 fail:
 	admin_stop(ad);
 	return rc;
+}
+
+int admin_listen_fd(const struct admin *ad)
+{
+	return ad ? ad->fd : -1;
 }
 
 void admin_stop(struct admin *ad)

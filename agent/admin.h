@@ -21,6 +21,9 @@ struct cfg_admin;
 int admin_start(struct admin **out, const struct cfg_admin *cfg, struct agent *a, char *err,
 		size_t errlen);
 
+/* The listening socket (handed to the new process by a binary upgrade), or -1. */
+int admin_listen_fd(const struct admin *ad);
+
 /* Stops the thread and closes the socket. NULL is a no-op. */
 void admin_stop(struct admin *ad);
 

@@ -19,11 +19,12 @@ struct agent {
 	struct worker_set *workers;
 	struct alog *alog;        /* the access log, NULL when off */
 	struct guard *guard;      /* the packet guard, NULL when off */
+	struct gate *gate;        /* API keys and limits (gate.h), for status; NULL when not started */
 	struct metrics *metrics;  /* per-worker counters, NULL before start-up */
 	struct tls_reg *tls;      /* TLS listeners (tls.h), NULL when none */
 	_Atomic int state;        /* enum agent_state: /readyz answers 200 only when running */
 	pthread_mutex_t scrape_lock; /* held by a scrape reading workers; main takes it once before freeing them */
-	/* Live reload (reload.h): snap stays the first configuration (metrics, TLS are laid out by it). */
+	/* Live reload (reload.h): snap stays the first configuration (start-up modules were set up by it). */
 	struct snapshot *live;       /* the configuration now served; read with reload_live() */
 	pthread_mutex_t live_lock;   /* guards live against a reload swapping it */
 	_Atomic uint64_t reloads;    /* successful reloads */

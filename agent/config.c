@@ -24,6 +24,8 @@
 #include "openclaw/splice.h"
 #include "parse.h"
 #include "ratelimit.h"
+#include "retry.h"
+#include "tls_client.h"
 
 #define CFG_KEY_MAX 256            /* longest dotted key path kept for messages */
 #define CFG_MAX_FIELDS 32          /* most keys any one mapping of the schema may have */
@@ -1134,14 +1136,293 @@ static int parse_hash_key(struct cfg_ctx *c, const yaml_node_t *n, const char *k
 	return dup_str(c, arg, &u->hash_name);
 }
 
+/* ---- upstreams[].tls: re-encryption to the backends (docs/tls.md "Upstream TLS") ---- */
+
+static void free_upstream_tls(struct cfg_upstream_tls *t)
+{
+	if (!t)
+		return;
+	tls_client_ctx_free(t->ctx);
+	free(t->ca);
+	free(t->sni);
+	free(t->cert);
+	free(t->key);
+	free(t->where);
+	free(t);
+}
+
+/* A DNS name for SNI: letters, digits, '-' and '_' in dot-separated labels; never an IP literal (RFC 6066). */
+static bool sni_ok(const char *s)
+{
+	size_t n = strlen(s), label = 0;
+	const char *why = NULL;
+	struct net_addr a;
+
+	if (!n || n > 253 || !net_addr_parse(s, 1, &a, &why))
+		return false;
+	for (const char *p = s; *p; p++) {
+		if (*p == '.') {
+			if (!label)
+				return false;
+			label = 0;
+			continue;
+		}
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+		      *p == '-' || *p == '_') || ++label > 63)
+			return false;
+	}
+	return label > 0;
+}
+
+/* A file clawd must read at load: a missing or unreadable one is named here, with the key. */
+static int readable_file(struct cfg_ctx *c, const yaml_node_t *n, const char *key, const char *s)
+{
+	if (access(s, R_OK))
+		return cfg_fail(c, n, key, "%s: %s", s, strerror(errno));
+	return 0;
+}
+
+/* tls: {enabled, ca, sni, verify, cert, key, min_version, alpn, session_reuse}; the client context is built here. */
+static int parse_upstream_tls(struct cfg_ctx *c, const yaml_node_t *n, const char *path,
+			      struct cfg_upstream *u)
+{
+	enum { UT_ENABLED, UT_CA, UT_SNI, UT_VERIFY, UT_CERT, UT_KEY, UT_MIN, UT_ALPN, UT_REUSE, UT_N };
+	static const char *const keys[UT_N] = { "enabled", "ca",          "sni",  "verify",
+						"cert",    "key",         "min_version", "alpn",
+						"session_reuse" };
+	char kp[CFG_KEY_MAX], why[512];
+	yaml_node_t *v[UT_N], *kn[UT_N];
+	struct cfg_upstream_tls *t;
+	enum tls_client_key bad;
+	const char *s = NULL;
+	bool on = true;
+	int i;
+
+	if (cfg_fields(c, n, path, keys, UT_N, v, kn))
+		return -EINVAL;
+	if (v[UT_ENABLED] && get_bool(c, v[UT_ENABLED], key_join(kp, path, "enabled"), &on))
+		return -EINVAL;
+	if (!on)
+		return 0; /* kept in the file for later; nothing else is read */
+	t = u->tls = calloc(1, sizeof(*t));
+	if (!t)
+		return cfg_oom(c);
+	t->verify = true;
+	t->min_version = 0x0303;
+	t->alpn = true;
+	t->session_reuse = true;
+	if (tls_where(c, n, path, &t->where))
+		return -ENOMEM;
+	if (v[UT_CA] && (get_nonempty(c, v[UT_CA], key_join(kp, path, "ca"), &s) ||
+			 readable_file(c, v[UT_CA], kp, s) || dup_str(c, s, &t->ca)))
+		return -EINVAL;
+	if (v[UT_SNI]) {
+		if (get_nonempty(c, v[UT_SNI], key_join(kp, path, "sni"), &s))
+			return -EINVAL;
+		if (!sni_ok(s))
+			return cfg_fail(c, v[UT_SNI], kp,
+					"\"%s\" is not a DNS name (an IP address is never sent as SNI; without sni the certificate is checked against the server's address)",
+					s);
+		if (dup_str(c, s, &t->sni))
+			return -ENOMEM;
+	}
+	if (v[UT_VERIFY]) {
+		if (get_str(c, v[UT_VERIFY], key_join(kp, path, "verify"), &s))
+			return -EINVAL;
+		if (!strcmp(s, "on"))
+			t->verify = true;
+		else if (!strcmp(s, "off"))
+			t->verify = false;
+		else
+			return cfg_fail(c, v[UT_VERIFY], kp, "expected on or off, got \"%s\"", s);
+	}
+	if (!v[UT_CERT] != !v[UT_KEY]) {
+		i = v[UT_CERT] ? UT_CERT : UT_KEY;
+		return cfg_fail(c, kn[i], key_join(kp, path, keys[i]),
+				"mutual TLS needs both cert and key (%s is missing)",
+				keys[i == UT_CERT ? UT_KEY : UT_CERT]);
+	}
+	if (v[UT_CERT]) {
+		if (get_nonempty(c, v[UT_CERT], key_join(kp, path, "cert"), &s) ||
+		    readable_file(c, v[UT_CERT], kp, s) || dup_str(c, s, &t->cert))
+			return -EINVAL;
+		if (get_nonempty(c, v[UT_KEY], key_join(kp, path, "key"), &s))
+			return -EINVAL;
+		if (tls_client_key_mode_ok(s, why, sizeof(why)))
+			return cfg_fail(c, v[UT_KEY], kp, "%s", why);
+		if (readable_file(c, v[UT_KEY], kp, s) || dup_str(c, s, &t->key))
+			return -EINVAL;
+	}
+	if (v[UT_MIN]) {
+		if (get_str(c, v[UT_MIN], key_join(kp, path, "min_version"), &s))
+			return -EINVAL;
+		if (!strcmp(s, "1.2"))
+			t->min_version = 0x0303;
+		else if (!strcmp(s, "1.3"))
+			t->min_version = 0x0304;
+		else
+			return cfg_fail(c, v[UT_MIN], kp,
+					"expected \"1.2\" or \"1.3\" (older versions are not offered), got \"%s\"",
+					s);
+	}
+	if (v[UT_ALPN]) {
+		if (get_str(c, v[UT_ALPN], key_join(kp, path, "alpn"), &s))
+			return -EINVAL;
+		if (!strcmp(s, "http/1.1"))
+			t->alpn = true;
+		else if (!strcmp(s, "off"))
+			t->alpn = false;
+		else
+			return cfg_fail(c, v[UT_ALPN], kp,
+					"expected http/1.1 or off (clawd speaks HTTP/1.1 to backends), got \"%s\"",
+					s);
+	}
+	if (v[UT_REUSE] &&
+	    get_bool(c, v[UT_REUSE], key_join(kp, path, "session_reuse"), &t->session_reuse))
+		return -EINVAL;
+	if (tls_client_ctx_new(t, u->name, &t->ctx, &bad, why, sizeof(why))) {
+		i = bad == TLSC_KEY_CA ? UT_CA : bad == TLSC_KEY_CERT ? UT_CERT : bad == TLSC_KEY_KEY ? UT_KEY : -1;
+		if (i < 0)
+			return cfg_fail(c, n, path, "%s", why);
+		return cfg_fail(c, v[i], key_join(kp, path, keys[i]), "%s", why);
+	}
+	return 0;
+}
+
+/* A ratio written as a decimal between 0 and 1 ("0.2"), at most four decimals, into 1/10000. */
+static int get_ratio(struct cfg_ctx *c, const yaml_node_t *n, const char *key, uint32_t *out)
+{
+	const char *s = NULL, *p;
+	uint32_t whole = 0, frac = 0, scale = 10000;
+
+	if (n->type != YAML_SCALAR_NODE || is_null(n))
+		return cfg_fail(c, n, key, "expected a ratio such as 0.2, got %s", node_kind(n));
+	s = scalar(n);
+	if (s[0] == '-')
+		return cfg_fail(c, n, key, "must not be negative, got %s", s);
+	p = s;
+	if (!(*p >= '0' && *p <= '9'))
+		return cfg_fail(c, n, key, "expected a ratio between 0 and 1 such as 0.2, got \"%s\"", s);
+	for (; *p >= '0' && *p <= '9'; p++)
+		whole = whole > 10 ? whole : whole * 10 + (uint32_t)(*p - '0');
+	if (*p == '.') {
+		p++;
+		if (!(*p >= '0' && *p <= '9'))
+			return cfg_fail(c, n, key, "expected a ratio between 0 and 1 such as 0.2, got \"%s\"", s);
+		for (; *p >= '0' && *p <= '9'; p++) {
+			if (scale == 1)
+				return cfg_fail(c, n, key, "at most four decimals, got %s", s);
+			scale /= 10;
+			frac += (uint32_t)(*p - '0') * scale;
+		}
+	}
+	if (*p)
+		return cfg_fail(c, n, key, "expected a ratio between 0 and 1 such as 0.2, got \"%s\"", s);
+	if (whole > 1 || (whole == 1 && frac))
+		return cfg_fail(c, n, key, "must be between 0 and 1, got %s", s);
+	*out = whole * 10000 + frac;
+	return 0;
+}
+
+/* upstreams[].retry (docs/retries.md); n may be NULL: the defaults alone. */
+static int parse_upstream_retry(struct cfg_ctx *c, const yaml_node_t *n, const char *path,
+				struct cfg_retry *r)
+{
+	enum { RT_ATTEMPTS, RT_ON, RT_BACKOFF, RT_BUDGET, RT_N };
+	static const char *const keys[RT_N] = { "attempts", "on", "backoff", "budget" };
+	enum { BO_BASE, BO_MAX, BO_N };
+	static const char *const bkeys[BO_N] = { "base", "max" };
+	enum { BU_RATIO, BU_MIN, BU_N };
+	static const char *const ukeys[BU_N] = { "ratio", "min_per_second" };
+	char kp[CFG_KEY_MAX], sp[CFG_KEY_MAX];
+	yaml_node_t *v[RT_N], *b[2]; /* backoff or budget fields (BO_N, BU_N) */
+	const char *s = NULL;
+	uint64_t x;
+
+	r->attempts = 1;
+	r->on = RETRY_ON_DEFAULT;
+	r->backoff_base_ms = 25;
+	r->backoff_max_ms = 250;
+	r->budget_ratio_bp = 2000;
+	r->budget_min_per_second = 3;
+	if (!n)
+		return 0;
+	if (cfg_fields(c, n, path, keys, RT_N, v, NULL))
+		return -EINVAL;
+	if (v[RT_ATTEMPTS]) {
+		if (get_uint(c, v[RT_ATTEMPTS], key_join(kp, path, "attempts"), 0, 10, &x))
+			return -EINVAL;
+		r->attempts = (uint32_t)x;
+	}
+	if (v[RT_ON]) {
+		key_join(kp, path, "on");
+		if (want_seq(c, v[RT_ON], kp))
+			return -EINVAL;
+		r->on = 0;
+		for (unsigned i = 0; i < seq_len(v[RT_ON]); i++) {
+			yaml_node_t *it = seq_item(c, v[RT_ON], i);
+			int k;
+
+			if (get_str(c, it, key_index(sp, kp, i), &s))
+				return -EINVAL;
+			k = retry_reason_parse(s);
+			if (k < 0)
+				return cfg_fail(c, it, sp,
+						"unknown condition \"%s\" (expected connect_failure, reset, timeout, 502, 503 or 504)",
+						s);
+			r->on |= RETRY_BIT(k);
+		}
+	}
+	if (v[RT_BACKOFF]) {
+		char bp[CFG_KEY_MAX];
+
+		key_join(bp, path, "backoff");
+		if (cfg_fields(c, v[RT_BACKOFF], bp, bkeys, BO_N, b, NULL))
+			return -EINVAL;
+		if (b[BO_BASE]) {
+			if (get_duration(c, b[BO_BASE], key_join(kp, bp, "base"), &r->backoff_base_ms))
+				return -EINVAL;
+			if (r->backoff_base_ms > 10000)
+				return cfg_fail(c, b[BO_BASE], kp, "must be at most 10s");
+		}
+		if (b[BO_MAX]) {
+			if (get_duration(c, b[BO_MAX], key_join(kp, bp, "max"), &r->backoff_max_ms))
+				return -EINVAL;
+			if (r->backoff_max_ms > 60000)
+				return cfg_fail(c, b[BO_MAX], kp, "must be at most 1m");
+		} else if (r->backoff_max_ms < r->backoff_base_ms) {
+			r->backoff_max_ms = r->backoff_base_ms * 10 < 60000 ? r->backoff_base_ms * 10 : 60000;
+		}
+		if (r->backoff_max_ms < r->backoff_base_ms)
+			return cfg_fail(c, b[BO_MAX], key_join(kp, bp, "max"),
+					"must not be shorter than base (%llums)",
+					(unsigned long long)r->backoff_base_ms);
+	}
+	if (v[RT_BUDGET]) {
+		char bp[CFG_KEY_MAX];
+
+		key_join(bp, path, "budget");
+		if (cfg_fields(c, v[RT_BUDGET], bp, ukeys, BU_N, b, NULL))
+			return -EINVAL;
+		if (b[BU_RATIO] && get_ratio(c, b[BU_RATIO], key_join(kp, bp, "ratio"), &r->budget_ratio_bp))
+			return -EINVAL;
+		if (b[BU_MIN]) {
+			if (get_uint(c, b[BU_MIN], key_join(kp, bp, "min_per_second"), 0, 1000000, &x))
+				return -EINVAL;
+			r->budget_min_per_second = (uint32_t)x;
+		}
+	}
+	return 0;
+}
+
 static int parse_upstream(struct cfg_ctx *c, const yaml_node_t *n, unsigned idx)
 {
 	enum { UP_NAME, UP_ALGORITHM, UP_HASH_KEY, UP_KEEPALIVE, UP_CONNECT_TRIES, UP_SERVERS,
-	       UP_HEALTH, UP_OUTLIER, UP_SLOW_START, UP_LIMITS, UP_N };
+	       UP_HEALTH, UP_OUTLIER, UP_SLOW_START, UP_LIMITS, UP_TLS, UP_RETRY, UP_N };
 	static const char *const keys[UP_N] = { "name",      "algorithm",     "hash_key",
 						"keepalive", "connect_tries", "servers",
 						"health",    "outlier",       "slow_start",
-						"limits" };
+						"limits",    "tls",           "retry" };
 	struct cfg_upstream *u = &c->cfg->upstreams[idx];
 	char path[CFG_KEY_MAX], kp[CFG_KEY_MAX], sp[CFG_KEY_MAX];
 	yaml_node_t *v[UP_N], *kn[UP_N];
@@ -1234,6 +1515,10 @@ static int parse_upstream(struct cfg_ctx *c, const yaml_node_t *n, unsigned idx)
 			return cfg_fail(c, v[UP_SLOW_START], kp, "must be at most 1h");
 	}
 	if (v[UP_LIMITS] && parse_breaker(c, v[UP_LIMITS], key_join(kp, path, "limits"), &u->limits))
+		return -EINVAL;
+	if (v[UP_TLS] && parse_upstream_tls(c, v[UP_TLS], key_join(kp, path, "tls"), u))
+		return -EINVAL;
+	if (parse_upstream_retry(c, v[UP_RETRY], key_join(kp, path, "retry"), &u->retry))
 		return -EINVAL;
 	return 0;
 }
@@ -1511,12 +1796,12 @@ static int parse_route_mode(struct cfg_ctx *c, const char *path, yaml_node_t **v
 static int parse_route(struct cfg_ctx *c, const yaml_node_t *n, unsigned idx)
 {
 	enum { R_NAME, R_LISTENERS, R_MATCH, R_UPSTREAM, R_RESPOND, R_HOST_REWRITE, R_MAX_BODY,
-	       R_TIMEOUTS, R_TRACING, R_AUTH, R_RATE_LIMITS, R_RL_HEADERS, R_MODE, R_N };
+	       R_TIMEOUTS, R_TRACING, R_AUTH, R_RATE_LIMITS, R_RL_HEADERS, R_MODE, R_RETRY_NI, R_N };
 	static const char *const keys[R_N] = { "name",     "listeners",    "match",
 					       "upstream", "respond",      "host_rewrite",
 					       "max_body", "timeouts",     "tracing",
 					       "auth",     "limits",       "rate_limit_headers",
-					       "mode" };
+					       "mode",     "retry_non_idempotent" };
 	struct cfg_route *r = &c->cfg->routes[idx];
 	char path[CFG_KEY_MAX], kp[CFG_KEY_MAX];
 	yaml_node_t *v[R_N], *kn[R_N];
@@ -1595,6 +1880,9 @@ static int parse_route(struct cfg_ctx *c, const yaml_node_t *n, unsigned idx)
 	if (v[R_TRACING] && parse_tracing(c, v[R_TRACING], key_join(kp, path, "tracing"), &r->tracing))
 		return -EINVAL;
 	if (parse_route_gate(c, path, v[R_AUTH], v[R_RATE_LIMITS], v[R_RL_HEADERS], r))
+		return -EINVAL;
+	if (v[R_RETRY_NI] && get_bool(c, v[R_RETRY_NI], key_join(kp, path, "retry_non_idempotent"),
+				      &r->retry_non_idempotent))
 		return -EINVAL;
 	return parse_route_mode(c, path, v, kn, R_MODE, R_LISTENERS, R_MATCH, R_RESPOND, r);
 }
@@ -2180,9 +2468,9 @@ bad:
 
 static int parse_admin(struct cfg_ctx *c, const yaml_node_t *kn, const yaml_node_t *n)
 {
-	enum { AD_ADDRESS, AD_TOKEN, AD_REQ_BUCKETS, AD_UP_BUCKETS, AD_N };
+	enum { AD_ADDRESS, AD_TOKEN, AD_REQ_BUCKETS, AD_UP_BUCKETS, AD_KEY_LABELS, AD_KEY_MAX, AD_N };
 	static const char *const keys[AD_N] = { "address", "bearer_token_file", "request_buckets",
-						"upstream_buckets" };
+						"upstream_buckets", "per_key_labels", "per_key_labels_max" };
 	static const uint64_t def_req[] = { 500,    1000,   2500,    5000,    10000,   25000,
 					    50000,  100000, 250000,  500000,  1000000, 2500000,
 					    5000000, 10000000 };
@@ -2231,6 +2519,17 @@ static int parse_admin(struct cfg_ctx *c, const yaml_node_t *kn, const yaml_node
 	if (v[AD_UP_BUCKETS] && get_buckets(c, v[AD_UP_BUCKETS], "admin.upstream_buckets",
 					    a->upstream_buckets_us, &a->nupstream_buckets))
 		return -EINVAL;
+	/* Per-key series (docs/metrics.md): opt-in, and capped so key ids cannot blow up cardinality. */
+	a->per_key_labels_max = 100;
+	if (v[AD_KEY_LABELS] && get_bool(c, v[AD_KEY_LABELS], "admin.per_key_labels", &a->per_key_labels))
+		return -EINVAL;
+	if (v[AD_KEY_MAX]) {
+		uint64_t max;
+
+		if (get_uint(c, v[AD_KEY_MAX], "admin.per_key_labels_max", 1, 10000, &max))
+			return -EINVAL;
+		a->per_key_labels_max = (unsigned)max;
+	}
 	return 0;
 }
 
@@ -2938,6 +3237,10 @@ static int parse_route_mode(struct cfg_ctx *c, const char *path, yaml_node_t **v
 		return 0;
 	if (v[i_respond])
 		return cfg_fail(c, v[i_mode], kp, "%s mode needs an upstream, not respond", s);
+	if (r->upstream >= 0 && c->cfg->upstreams[r->upstream].tls)
+		return cfg_fail(c, v[i_mode], kp,
+				"%s mode cannot be used with upstream \"%s\": it has tls (re-encryption needs every byte through the proxy)",
+				s, c->cfg->upstreams[r->upstream].name);
 	if (r->auth.type != CFG_AUTH_NONE)
 		return cfg_fail(c, v[i_mode], kp,
 				"%s mode cannot be combined with auth: requests after the first are never seen by the proxy",
@@ -3231,6 +3534,7 @@ void config_free(struct config *cfg)
 		free(cfg->upstreams[i].health.host);
 		free(cfg->upstreams[i].health.expect);
 		free(cfg->upstreams[i].health.body_contains);
+		free_upstream_tls(cfg->upstreams[i].tls);
 	}
 	free(cfg->upstreams);
 	for (unsigned i = 0; cfg->routes && i < cfg->nroutes; i++) {

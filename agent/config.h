@@ -122,6 +122,32 @@ struct cfg_outlier {
 	uint32_t max_ejected_percent;  /* share of the pool that may be ejected at once */
 };
 
+struct tls_client_ctx; /* defined by agent/tls_client.c */
+
+/* upstreams[].tls: TLS to the pool's backends (docs/tls.md "Upstream TLS"); NULL = plain TCP. */
+struct cfg_upstream_tls {
+	char *ca;            /* PEM bundle the backend's chain must verify against; NULL = system store */
+	char *sni;           /* server name sent and verified; NULL = none sent, the address is verified */
+	bool verify;         /* check the chain and the name or address (default on) */
+	char *cert;          /* client certificate chain for mutual TLS, or NULL */
+	char *key;           /* its private key; refused when group or others may read it */
+	int min_version;     /* 0x0303 (TLS 1.2, default) or 0x0304 (TLS 1.3) */
+	bool alpn;           /* offer "http/1.1" by ALPN (default on) */
+	bool session_reuse;  /* resume sessions, cached per server per worker (default on) */
+	char *where;         /* "FILE:LINE: upstreams[i].tls", for messages */
+	struct tls_client_ctx *ctx; /* OpenSSL client context built at load; owned and freed by tls_client.c */
+};
+
+/* upstreams[].retry: which failed attempts are tried again, how soon and how often (docs/retries.md). */
+struct cfg_retry {
+	uint32_t attempts;             /* retries after the first attempt, 0..10 (default 1); connect failures follow connect_tries */
+	uint32_t on;                   /* bit set, 1 << enum retry_reason (retry.h); default connect_failure + reset */
+	uint64_t backoff_base_ms;      /* full jitter: sleep uniform in [0, min(max, base × 2^n)] (default 25ms) */
+	uint64_t backoff_max_ms;       /* cap of one sleep (default 250ms) */
+	uint32_t budget_ratio_bp;      /* retries ≤ ratio × requests over 10 s, ratio in 1/10000 (default 2000 = 0.2) */
+	uint32_t budget_min_per_second; /* retries per second per worker always allowed (default 3) */
+};
+
 struct cfg_upstream {
 	char *name;                      /* unique; routes refer to it */
 	enum lb_algorithm algorithm;     /* default round_robin */
@@ -137,6 +163,8 @@ struct cfg_upstream {
 	uint64_t slow_start_ms;     /* weight ramps 10% → 100% over this after recovery; 0 = off */
 	struct cfg_breaker limits;  /* pool-wide circuit breaker */
 	unsigned nbackup;           /* servers with backup: true */
+	struct cfg_upstream_tls *tls; /* re-encrypt to the backends; NULL = plain TCP */
+	struct cfg_retry retry;     /* request retries (docs/retries.md) */
 };
 
 enum route_path_kind {
@@ -285,6 +313,7 @@ struct cfg_route {
 	bool rate_limit_headers;      /* RateLimit-* on successful responses too */
 	enum cfg_route_mode mode;     /* http, splice or tcp (docs/splice.md) */
 	bool listeners_set;           /* listeners: was given (tcp routes must name theirs) */
+	bool retry_non_idempotent;    /* POST, PATCH, ... may be retried too (docs/retries.md) */
 };
 
 struct cfg_limits {
@@ -366,6 +395,8 @@ struct cfg_admin {
 	unsigned nrequest_buckets;
 	uint64_t upstream_buckets_us[CFG_MAX_BUCKETS]; /* upstream_response_seconds bounds */
 	unsigned nupstream_buckets;
+	bool per_key_labels;         /* openclaw_auth_key_results_total by key id (docs/metrics.md) */
+	unsigned per_key_labels_max; /* key ids with a label of their own; the rest are "other" */
 	unsigned line;
 };
 

@@ -39,6 +39,7 @@ struct command {
 
 struct control {
 	char *path;
+	ino_t ino;              /* the socket file's inode: unlinked at close only while it is still ours */
 	int fd;
 	int stop_fd;
 	gid_t group;
@@ -163,6 +164,8 @@ int control_open(struct control **out, const char *path, gid_t group, char *err,
 	}
 	c->fd = fd;
 	c->group = group;
+	if (lstat(path, &st) == 0)
+		c->ino = st.st_ino;
 	c->stop_fd = eventfd(0, EFD_CLOEXEC);
 	for (int i = 0; i < MAX_PEERS; i++)
 		c->peers[i].fd = -1;
@@ -403,10 +406,35 @@ void control_close(struct control *c)
 			peer_close(&c->peers[i]);
 	close(c->fd);
 	close(c->stop_fd);
-	unlink(c->path);
+	/* After a binary upgrade the path names the new clawd's socket: leave it (upgrade.c). */
+	struct stat st;
+	if (lstat(c->path, &st) == 0 && st.st_ino == c->ino)
+		unlink(c->path);
 	free(c->path);
 	free(c->reply);
 	free(c->nodes);
 	free(c->strbuf);
 	free(c);
+}
+
+int control_rename(struct control *c, const char *path)
+{
+	struct sockaddr_un sa;
+	char *np;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	np = strdup(path);
+	if (!np)
+		return -ENOMEM;
+	/* rename(2) replaces the old socket file atomically: a client connects to one or the other. */
+	if (rename(c->path, np) < 0) {
+		int e = -errno;
+
+		free(np);
+		return e;
+	}
+	free(c->path);
+	c->path = np;
+	return 0;
 }

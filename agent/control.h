@@ -43,6 +43,12 @@ int control_register(struct control *c, const char *cmd, control_fn fn, void *ct
 int control_start(struct control *c);
 void control_close(struct control *c);
 
+/*
+ * Moves the bound socket file to path, replacing whatever is there at once
+ * (binary upgrade: the new clawd binds a temporary path, then takes the real one).
+ */
+int control_rename(struct control *c, const char *path);
+
 /* Exposed for tests: may this peer use the socket? root, our own uid, or a member of group. */
 int control_peer_allowed(uid_t uid, gid_t gid, gid_t group);
 

@@ -2,6 +2,7 @@
 #include "gate.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <netinet/in.h>
@@ -31,6 +32,7 @@
 #define QUOTA_COUNT ((1ull << QUOTA_SHIFT) - 1)
 #define AUDIT_FILE "audit.log"
 #define DEFAULT_GRACE_MS (24ull * 3600 * 1000)
+#define GATE_ROUTE_SLOTS 1024  /* route names with counters, ever (reloads add, never remove) */
 
 /* Long-lived per-key counters: they survive index rebuilds and are flushed to the store. */
 struct gate_usage {
@@ -53,7 +55,8 @@ struct gate_key {
 	bool limited;                /* a rate applies (tier or override) */
 	struct rl_limit limit;
 	uint64_t quota_day, quota_month; /* 0 = none */
-	uint64_t *scopes;            /* bitmap over route indexes, NULL = every route */
+	uint64_t *scopes;            /* hashes of the route names it may call (scope_hash), NULL = every route */
+	unsigned nscopes;
 	uint64_t bucket;             /* limiter hash of this key's own bucket */
 	struct gate_usage *use;
 };
@@ -64,7 +67,8 @@ struct gate_index {
 	unsigned nkeys;
 	struct gate_key **slots;
 	size_t mask;
-	uint64_t *words;             /* scope bitmaps, words_per_key each */
+	uint64_t *words;             /* every key's scope hashes, back to back */
+	size_t nwords;
 };
 
 /* An index no longer current, freed once every worker has been seen outside it. */
@@ -82,6 +86,7 @@ struct gate_wslot {
 /*
  * Admission results for /metrics, per worker and route: written by that
  * worker only (relaxed load + store, no locked instruction), summed at scrape.
+ * Kept by route name, so they survive reloads that move, add or drop routes.
  */
 enum gate_auth_result {
 	GA_OK, GA_MISSING, GA_MALFORMED, GA_UNKNOWN_KEY, GA_WRONG_SECRET, GA_REVOKED, GA_EXPIRED,
@@ -92,16 +97,26 @@ enum { GL_KEY_TIER, GL_IP, GL_API_KEY, GL_HEADER, GL_JWT_CLAIM, GL_N };
 enum { GQ_DAY, GQ_MONTH, GQ_N };
 #define GATE_MSTATS (GA_N + GL_N + GQ_N) /* counters per route */
 
+/*
+ * One route name's counters: open addressing by name hash. Slots are only
+ * added (by the control side, under g->lock, before a configuration naming
+ * them is published), so workers find them without a lock.
+ */
+struct gate_rslot {
+	_Atomic(char *) name;        /* NULL = free; set last, with release */
+	_Atomic uint64_t *st;        /* [worker][GATE_MSTATS], 64-byte aligned */
+};
+
 struct gate {
-	const struct config *cfg;
-	_Atomic uint64_t *mstats;    /* [worker][route][GATE_MSTATS] */
+	const struct config *cfg;    /* the served configuration: tiers, routes for commands (cfg_lock) */
+	pthread_rwlock_t cfg_lock;   /* commands and scrapes read cfg; gate_reload swaps it */
+	struct gate_rslot *rslots;   /* [GATE_ROUTE_SLOTS] per route name counters */
 	unsigned nworkers;
 	struct gate_wslot *wslots;
 	_Atomic(struct gate_index *) cur;
 	struct gate_retired *retired;
 	struct rl_table rl;
 	uint64_t seed;               /* hash seed for limiter buckets and the index */
-	unsigned words_per_key;      /* (nroutes + 63) / 64 */
 	struct keystore *ks;         /* NULL when no key store is configured */
 	struct gate_usage *usage;    /* every key's counters, control side list */
 	pthread_mutex_t lock;        /* store, usage list, publication, audit log */
@@ -313,8 +328,76 @@ struct build_ctx {
 	struct gate *g;
 	struct gate_index *x;
 	unsigned cap;
+	size_t wcap;
 	int err;
 };
+
+static uint64_t scope_hash(const struct gate *g, const char *route)
+{
+	return rl_hash(g->seed ^ 0x73636f7065ull, route, strlen(route));
+}
+
+static bool scope_allows(const struct gate *g, const struct gate_key *k, const char *route)
+{
+	uint64_t h = scope_hash(g, route);
+
+	for (unsigned i = 0; i < k->nscopes; i++)
+		if (k->scopes[i] == h)
+			return true;
+	return false;
+}
+
+/* The counters slot of route name, or -1 (none yet, or the table is full). Lock-free. */
+static int rslot_find(const struct gate *g, const char *name)
+{
+	size_t h = rl_hash(g->seed ^ 0x72736c6f74ull, name, strlen(name)) & (GATE_ROUTE_SLOTS - 1);
+
+	for (unsigned n = 0; n < GATE_ROUTE_SLOTS; n++, h = (h + 1) & (GATE_ROUTE_SLOTS - 1)) {
+		const char *s = atomic_load_explicit(&g->rslots[h].name, memory_order_acquire);
+
+		if (!s)
+			return -1;
+		if (!strcmp(s, name))
+			return (int)h;
+	}
+	return -1;
+}
+
+/* Gives every route of cfg a counters slot (kept when the name had one). Caller holds g->lock. */
+static void rslots_add(struct gate *g, const struct config *cfg)
+{
+	size_t per = (size_t)(g->nworkers ? g->nworkers : 1) * GATE_MSTATS * sizeof(uint64_t);
+
+	for (unsigned i = 0; i < cfg->nroutes; i++) {
+		const char *name = cfg->routes[i].name;
+		size_t h = rl_hash(g->seed ^ 0x72736c6f74ull, name, strlen(name)) & (GATE_ROUTE_SLOTS - 1);
+		unsigned n;
+
+		if (rslot_find(g, name) >= 0)
+			continue;
+		for (n = 0; n < GATE_ROUTE_SLOTS && atomic_load(&g->rslots[h].name); n++)
+			h = (h + 1) & (GATE_ROUTE_SLOTS - 1);
+		if (n == GATE_ROUTE_SLOTS) {
+			log_warn("gate: more than %u route names since start: route %s has no auth "
+				 "and limit counters until a restart", GATE_ROUTE_SLOTS, name);
+			continue;
+		}
+		{
+			_Atomic uint64_t *st = aligned_alloc(64, per);
+			char *copy = strdup(name);
+
+			if (!st || !copy) {
+				free(st);
+				free(copy);
+				log_warn("gate: out of memory: route %s has no auth and limit counters", name);
+				continue;
+			}
+			memset((void *)st, 0, per);
+			g->rslots[h].st = st;
+			atomic_store_explicit(&g->rslots[h].name, copy, memory_order_release);
+		}
+	}
+}
 
 static int build_one(void *arg, const struct key_record *r)
 {
@@ -326,14 +409,10 @@ static int build_one(void *arg, const struct key_record *r)
 	if (x->nkeys == b->cap) {
 		unsigned ncap = b->cap ? b->cap * 2 : 64;
 		struct gate_key *nk = realloc(x->keys, ncap * sizeof(*nk));
-		uint64_t *nw = realloc(x->words, (size_t)ncap * g->words_per_key * sizeof(*nw));
 
-		if (nk)
-			x->keys = nk;
-		if (nw)
-			x->words = nw;
-		if (!nk || !nw)
+		if (!nk)
 			return -ENOMEM;
+		x->keys = nk;
 		b->cap = ncap;
 	}
 	k = &x->keys[x->nkeys];
@@ -353,16 +432,25 @@ static int build_one(void *arg, const struct key_record *r)
 	/* Scopes are stored as offsets now and turned into pointers once the array stops moving. */
 	k->scopes = NULL;
 	if (r->scopes[0]) {
-		uint64_t *w = &x->words[(size_t)x->nkeys * g->words_per_key];
 		char buf[KEYS_SCOPES_MAX + 1], *save = NULL;
+		size_t first = x->nwords;
 
-		memset(w, 0, g->words_per_key * sizeof(*w));
+		/* By name, not route index: a reload that moves or adds routes keeps scopes right. */
 		snprintf(buf, sizeof(buf), "%s", r->scopes);
-		for (char *s = strtok_r(buf, ",", &save); s; s = strtok_r(NULL, ",", &save))
-			for (unsigned i = 0; i < g->cfg->nroutes; i++)
-				if (!strcmp(g->cfg->routes[i].name, s))
-					w[i / 64] |= 1ull << (i % 64);
-		k->scopes = (uint64_t *)(uintptr_t)(1 + (size_t)x->nkeys); /* fixed up below */
+		for (char *s = strtok_r(buf, ",", &save); s; s = strtok_r(NULL, ",", &save)) {
+			if (x->nwords == b->wcap) {
+				size_t ncap = b->wcap ? b->wcap * 2 : 64;
+				uint64_t *nw = realloc(x->words, ncap * sizeof(*nw));
+
+				if (!nw)
+					return -ENOMEM;
+				x->words = nw;
+				b->wcap = ncap;
+			}
+			x->words[x->nwords++] = scope_hash(g, s);
+		}
+		k->nscopes = (unsigned)(x->nwords - first);
+		k->scopes = (uint64_t *)(uintptr_t)(1 + first); /* fixed up below */
 	}
 	x->nkeys++;
 	return 0;
@@ -395,7 +483,7 @@ static int index_build(struct gate *g, struct gate_index **out)
 		size_t h = rl_hash(g->seed, k->id, KEYS_ID_LEN) & x->mask;
 
 		if (k->scopes)
-			k->scopes = &x->words[(size_t)i * g->words_per_key];
+			k->scopes = &x->words[(size_t)(uintptr_t)k->scopes - 1];
 		while (x->slots[h])
 			h = (h + 1) & x->mask;
 		x->slots[h] = k;
@@ -567,12 +655,40 @@ static int deny_auth(struct gate_verdict *v, const struct cfg_route *r, int stat
 	return status;
 }
 
-/* Bucket hash of limit li of route ri for this request; false when the limit does not apply. */
-static bool limit_bucket(const struct gate *g, unsigned ri, unsigned li,
+static bool limit_same(const struct cfg_rate_limit *a, const struct cfg_rate_limit *b)
+{
+	struct rl_limit x = rl_limit_of(&a->rate, a->burst), y = rl_limit_of(&b->rate, b->burst);
+
+	return a->key == b->key && x.interval_us == y.interval_us && x.burst == y.burst &&
+	       a->v6_prefix == b->v6_prefix && !strcmp(a->name ? a->name : "", b->name ? b->name : "");
+}
+
+/*
+ * The bucket family of limit li of route rt: its route's name, key kind and
+ * name, interval, burst and v6 prefix (and which of identical limits it is),
+ * never indexes. So a reload keeps the buckets of every limit it left alone,
+ * wherever the route moved, and a changed limit starts with fresh buckets.
+ */
+static uint64_t limit_seed(const struct gate *g, const struct cfg_route *rt, unsigned li)
+{
+	const struct cfg_rate_limit *l = &rt->rate_limits[li];
+	struct rl_limit lim = rl_limit_of(&l->rate, l->burst);
+	uint64_t v[5] = { lim.interval_us, lim.burst, l->v6_prefix, (uint64_t)l->key, 0 };
+	uint64_t s = rl_hash(g->seed ^ 0x6c696d6974ull, rt->name, strlen(rt->name));
+
+	for (unsigned j = 0; j < li; j++)
+		v[4] += limit_same(&rt->rate_limits[j], l);
+	if (l->name)
+		s = rl_hash(s, l->name, strlen(l->name));
+	return rl_hash(s, v, sizeof(v));
+}
+
+/* Bucket hash of limit li of route rt for this request; false when the limit does not apply. */
+static bool limit_bucket(const struct gate *g, const struct cfg_route *rt, unsigned li,
 			 const struct cfg_rate_limit *l, const struct http1_request *req,
 			 const struct sockaddr *peer, const struct gate_verdict *v, uint64_t *out)
 {
-	uint64_t seed = g->seed ^ ((uint64_t)ri << 40) ^ ((uint64_t)li << 24) ^ (uint64_t)l->key;
+	uint64_t seed = limit_seed(g, rt, li);
 	uint8_t a[16];
 	const struct http1_header *h;
 	const char *s;
@@ -682,7 +798,7 @@ static int check_api_key(struct gate *g, const struct gate_index *x, const struc
 		return *why = GA_EXPIRED, deny_auth(v, r, 401, "auth: key expired", true);
 	memcpy(v->key_id, k->id, sizeof(v->key_id));
 	v->tier = k->tier;
-	if (k->scopes && !(k->scopes[ri / 64] & (1ull << (ri % 64))))
+	if (k->scopes && !scope_allows(g, k, r->name))
 		return *why = GA_OUT_OF_SCOPE, deny_auth(v, r, 403, "auth: route outside the key's scopes", true);
 	*kout = k;
 	return 0;
@@ -744,7 +860,7 @@ int gate_check(struct gate *g, unsigned worker, const struct config *cfg, int ro
 	uint64_t now_us = now_ns / 1000, seq = 0;
 	int64_t now_s;
 	unsigned why = GA_N, stat = GATE_MSTATS; /* auth result, then the refusing limit */
-	int rc = 0;
+	int rc = 0, slot;
 
 	verdict_reset(v);
 	if (route < 0 || (unsigned)route >= cfg->nroutes)
@@ -787,7 +903,7 @@ int gate_check(struct gate *g, unsigned worker, const struct config *cfg, int ro
 		struct rl_limit lim = rl_limit_of(&l->rate, l->burst);
 		uint64_t h;
 
-		if (!limit_bucket(g, (unsigned)route, i, l, req, peer, v, &h))
+		if (!limit_bucket(g, r, i, l, req, peer, v, &h))
 			continue;
 		rl_acquire(&g->rl, h, &lim, now_us, &res);
 		keep_tightest(&best, &have, &res);
@@ -830,8 +946,8 @@ int gate_check(struct gate *g, unsigned worker, const struct config *cfg, int ro
 	if (have && r->rate_limit_headers)
 		ratelimit_headers(v, &best);
 out:
-	if (g->mstats && worker < g->nworkers && (unsigned)route < g->cfg->nroutes) {
-		_Atomic uint64_t *ms = g->mstats + ((size_t)worker * g->cfg->nroutes + (unsigned)route) * GATE_MSTATS;
+	if (worker < g->nworkers && (slot = rslot_find(g, r->name)) >= 0) {
+		_Atomic uint64_t *ms = g->rslots[slot].st + (size_t)worker * GATE_MSTATS;
 
 		if (why < GA_N)
 			mstat_bump(&ms[why]);
@@ -952,6 +1068,45 @@ static bool gate_needed(const struct config *cfg, bool *store)
 	return any;
 }
 
+/*
+ * Opens the key store in cfg's state_dir, loads the quota counters and
+ * publishes the first index. Caller holds g->lock, or runs before the gate is
+ * shared. On failure nothing is left open.
+ */
+static int store_open(struct gate *g, const struct config *cfg, char *err, size_t errlen)
+{
+	int rc;
+
+	if (mkdir(cfg->state_dir, 0750) < 0 && errno != EEXIST) {
+		rc = -errno;
+		snprintf(err, errlen, "state_dir %s: %s", cfg->state_dir, strerror(-rc));
+		return rc;
+	}
+	if ((rc = keys_open(cfg->state_dir, &g->ks, err, errlen)))
+		return rc;
+	if ((rc = keys_usage_load(g->ks, load_usage, g))) {
+		snprintf(err, errlen, "%s/%s: cannot read quota counters", cfg->state_dir, KEYS_DB_FILE);
+		goto fail;
+	}
+	if ((rc = republish(g))) {
+		snprintf(err, errlen, "%s/%s: cannot read keys: %s", cfg->state_dir, KEYS_DB_FILE,
+			 strerror(-rc));
+		goto fail;
+	}
+	snprintf(g->audit_path, sizeof(g->audit_path), "%s/%s", cfg->state_dir, AUDIT_FILE);
+	g->audit_fd = open(g->audit_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (g->audit_fd < 0) {
+		rc = -errno;
+		snprintf(err, errlen, "%s: %s", g->audit_path, strerror(-rc));
+		goto fail;
+	}
+	return 0;
+fail:
+	keys_close(g->ks);
+	g->ks = NULL;
+	return rc;
+}
+
 static void gate_free(struct gate *g)
 {
 	struct gate_index *x = atomic_load(&g->cur);
@@ -976,7 +1131,12 @@ static void gate_free(struct gate *g)
 	if (g->audit_fd >= 0)
 		close(g->audit_fd);
 	free(g->wslots);
-	free(g->mstats);
+	for (unsigned i = 0; g->rslots && i < GATE_ROUTE_SLOTS; i++) {
+		free(atomic_load(&g->rslots[i].name));
+		free((void *)g->rslots[i].st);
+	}
+	free(g->rslots);
+	pthread_rwlock_destroy(&g->cfg_lock);
 	pthread_mutex_destroy(&g->lock);
 	pthread_cond_destroy(&g->cond);
 	free(g);
@@ -991,8 +1151,8 @@ int gate_start(struct gate **out, const struct config *cfg, unsigned nworkers, c
 	int rc;
 
 	*out = NULL;
-	if (!gate_needed(cfg, &store))
-		return 0;
+	/* Made even when nothing needs it yet, so a reload can turn auth and limits on. */
+	gate_needed(cfg, &store);
 	g = calloc(1, sizeof(*g));
 	if (!g) {
 		snprintf(err, errlen, "gate: out of memory");
@@ -1001,17 +1161,15 @@ int gate_start(struct gate **out, const struct config *cfg, unsigned nworkers, c
 	g->cfg = cfg;
 	g->audit_fd = -1;
 	g->nworkers = nworkers;
-	g->words_per_key = (cfg->nroutes + 63) / 64;
 	pthread_mutex_init(&g->lock, NULL);
+	pthread_rwlock_init(&g->cfg_lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&g->cond, &ca);
 	pthread_condattr_destroy(&ca);
 	g->wslots = aligned_alloc(64, sizeof(*g->wslots) * (nworkers ? nworkers : 1));
-	/* Routes cannot change while the gate runs (reload refuses it), so this stays sized. */
-	g->mstats = calloc((size_t)(nworkers ? nworkers : 1) * (cfg->nroutes ? cfg->nroutes : 1) *
-			   GATE_MSTATS, sizeof(*g->mstats));
-	if (!g->wslots || !g->mstats || rl_init(&g->rl, GATE_RL_SLOTS)) {
+	g->rslots = calloc(GATE_ROUTE_SLOTS, sizeof(*g->rslots));
+	if (!g->wslots || !g->rslots || rl_init(&g->rl, GATE_RL_SLOTS)) {
 		snprintf(err, errlen, "gate: out of memory");
 		rc = -ENOMEM;
 		goto fail;
@@ -1022,33 +1180,9 @@ int gate_start(struct gate **out, const struct config *cfg, unsigned nworkers, c
 		rc = -EIO;
 		goto fail;
 	}
-	if (store) {
-		if (mkdir(cfg->state_dir, 0750) < 0 && errno != EEXIST) {
-			rc = -errno;
-			snprintf(err, errlen, "state_dir %s: %s", cfg->state_dir, strerror(-rc));
-			goto fail;
-		}
-		if ((rc = keys_open(cfg->state_dir, &g->ks, err, errlen)))
-			goto fail;
-		if ((rc = keys_usage_load(g->ks, load_usage, g))) {
-			snprintf(err, errlen, "%s/%s: cannot read quota counters", cfg->state_dir,
-				 KEYS_DB_FILE);
-			goto fail;
-		}
-		if ((rc = republish(g))) {
-			snprintf(err, errlen, "%s/%s: cannot read keys: %s", cfg->state_dir,
-				 KEYS_DB_FILE, strerror(-rc));
-			goto fail;
-		}
-		snprintf(g->audit_path, sizeof(g->audit_path), "%s/%s", cfg->state_dir, AUDIT_FILE);
-		g->audit_fd = open(g->audit_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
-				   0600);
-		if (g->audit_fd < 0) {
-			rc = -errno;
-			snprintf(err, errlen, "%s: %s", g->audit_path, strerror(-rc));
-			goto fail;
-		}
-	}
+	rslots_add(g, cfg);
+	if (store && (rc = store_open(g, cfg, err, errlen)))
+		goto fail;
 	rc = -pthread_create(&g->thread, NULL, gate_main, g);
 	if (rc) {
 		snprintf(err, errlen, "gate: thread: %s", strerror(-rc));
@@ -1066,6 +1200,39 @@ int gate_start(struct gate **out, const struct config *cfg, unsigned nworkers, c
 fail:
 	gate_free(g);
 	return rc;
+}
+
+int gate_reload(struct gate *g, const struct config *cfg, char *err, size_t errlen)
+{
+	bool store = false, opened = false;
+	int rc = 0;
+
+	gate_needed(cfg, &store);
+	pthread_rwlock_wrlock(&g->cfg_lock);
+	pthread_mutex_lock(&g->lock);
+	if (store && !g->ks) {
+		/* The first api_key route or tier: the store opens now (state_dir cannot change live). */
+		if ((rc = store_open(g, cfg, err, errlen))) {
+			pthread_mutex_unlock(&g->lock);
+			pthread_rwlock_unlock(&g->cfg_lock);
+			return rc;
+		}
+		opened = true;
+	}
+	rslots_add(g, cfg);
+	g->cfg = cfg;
+	/* Tiers may have changed: every key's limits are worked out again (buckets with them). */
+	if (g->ks && !opened && (rc = republish(g)))
+		log_warn("gate: reload: cannot rebuild the key index (%s): keys keep their old tier "
+			 "limits until the next key change", strerror(-rc));
+	pthread_mutex_unlock(&g->lock);
+	pthread_rwlock_unlock(&g->cfg_lock);
+	if (opened) {
+		struct gate_index *x = atomic_load(&g->cur);
+
+		log_notice("key store %s/%s: %u keys", cfg->state_dir, KEYS_DB_FILE, x ? x->nkeys : 0);
+	}
+	return 0;
 }
 
 void gate_stop(struct gate *g)
@@ -1382,6 +1549,60 @@ static int cmd_keys_list(void *ctx, const struct control_req *req, struct jsonw 
 	return rc;
 }
 
+/* Keys by state at one instant, for gate_status. */
+struct key_census {
+	int64_t now;
+	uint64_t active, revoked, expired;
+};
+
+static int census_one(void *arg, const struct key_record *r)
+{
+	struct key_census *kc = arg;
+
+	/* Same precedence as admission: a revoked key is refused as revoked even when also expired. */
+	if (r->revoked && kc->now >= r->revoked)
+		kc->revoked++;
+	else if (r->expires && kc->now >= r->expires)
+		kc->expired++;
+	else
+		kc->active++;
+	return 0;
+}
+
+void gate_status(struct gate *g, struct jsonw *w)
+{
+	struct key_census kc = { .now = wall_now() };
+	char path[PATH_MAX];
+	bool store = false;
+	int rc = 0;
+
+	jsonw_obj_begin_key(w, "keys");
+	if (!g) {
+		jsonw_null(w, "store");
+		jsonw_obj_end(w);
+		return;
+	}
+	pthread_rwlock_rdlock(&g->cfg_lock);
+	pthread_mutex_lock(&g->lock);
+	if ((store = g->ks != NULL)) {
+		snprintf(path, sizeof(path), "%s/%s", g->cfg->state_dir, KEYS_DB_FILE);
+		rc = keys_each(g->ks, census_one, &kc);
+	}
+	pthread_mutex_unlock(&g->lock);
+	pthread_rwlock_unlock(&g->cfg_lock);
+	if (!store) {
+		jsonw_null(w, "store");
+	} else {
+		jsonw_str(w, "store", path);
+		if (rc)
+			jsonw_str(w, "error", strerror(-rc));
+		jsonw_u64(w, "active", kc.active);
+		jsonw_u64(w, "revoked", kc.revoked);
+		jsonw_u64(w, "expired", kc.expired);
+	}
+	jsonw_obj_end(w);
+}
+
 /* Reads the "id" argument and its record. Caller holds g->lock. */
 static int load_key(struct gate *g, const struct control_req *req, struct key_record *r, char *err,
 		    size_t errlen)
@@ -1671,8 +1892,7 @@ static int cmd_limits_show(void *ctx, const struct control_req *req, struct json
 			for (unsigned li = 0; li < rt->nrate_limits; li++) {
 				const struct cfg_rate_limit *l = &rt->rate_limits[li];
 				struct rl_limit lim = rl_limit_of(&l->rate, l->burst);
-				uint64_t seed = g->seed ^ ((uint64_t)ri << 40) ^ ((uint64_t)li << 24) ^
-						(uint64_t)l->key;
+				uint64_t seed = limit_seed(g, rt, li);
 
 				if (l->key != CFG_LIMIT_API_KEY)
 					continue;
@@ -1708,7 +1928,7 @@ static int cmd_limits_show(void *ctx, const struct control_req *req, struct json
 				uint64_t h;
 
 				if (l->key != CFG_LIMIT_IP ||
-				    !limit_bucket(g, ri, li, l, NULL, (struct sockaddr *)&a.ss, none, &h))
+				    !limit_bucket(g, rt, li, l, NULL, (struct sockaddr *)&a.ss, none, &h))
 					continue;
 				rl_peek(&g->rl, h, &lim, now_us, &res);
 				jsonw_obj_begin(w);
@@ -1760,6 +1980,26 @@ static int cmd_limits_show(void *ctx, const struct control_req *req, struct json
 	return 0;
 }
 
+/* A key or limit command, run with the configuration held against a reload swapping it. */
+struct gate_cmd {
+	struct gate *g;
+	control_fn fn;
+};
+
+static int cmd_locked(void *ctx, const struct control_req *req, struct jsonw *w, char *err,
+		      size_t errlen)
+{
+	struct gate_cmd *gc = ctx;
+	int rc;
+
+	if (!gc->g)
+		return gc->fn(NULL, req, w, err, errlen);
+	pthread_rwlock_rdlock(&gc->g->cfg_lock);
+	rc = gc->fn(gc->g, req, w, err, errlen);
+	pthread_rwlock_unlock(&gc->g->cfg_lock);
+	return rc;
+}
+
 int gate_register_commands(struct gate *g, struct control *c)
 {
 	static const struct {
@@ -1771,11 +2011,15 @@ int gate_register_commands(struct gate *g, struct control *c)
 		{ "keys.rotate", cmd_keys_rotate }, { "keys.set", cmd_keys_set },
 		{ "limits.show", cmd_limits_show },
 	};
+	/* Lives as long as the process: the control socket may call them until exit. */
+	static struct gate_cmd ctxs[sizeof(cmds) / sizeof(cmds[0])];
 	int rc;
 
-	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
-		if ((rc = control_register(c, cmds[i].name, cmds[i].fn, g)))
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+		ctxs[i] = (struct gate_cmd){ g, cmds[i].fn };
+		if ((rc = control_register(c, cmds[i].name, cmd_locked, &ctxs[i])))
 			return rc;
+	}
 	return 0;
 }
 
@@ -1791,17 +2035,17 @@ static const char *const gq_names[GQ_N] = { "day", "month" };
 /* Sum of counter c of route ri over every worker (racy reads of relaxed stores: fine for a scrape). */
 static uint64_t mstat_sum(const struct gate *g, unsigned ri, unsigned c)
 {
+	int slot = rslot_find(g, g->cfg->routes[ri].name);
 	uint64_t n = 0;
 
-	for (unsigned w = 0; w < g->nworkers; w++)
-		n += atomic_load_explicit(&g->mstats[((size_t)w * g->cfg->nroutes + ri) * GATE_MSTATS + c],
+	for (unsigned w = 0; slot >= 0 && w < g->nworkers; w++)
+		n += atomic_load_explicit(&g->rslots[slot].st[(size_t)w * GATE_MSTATS + c],
 					  memory_order_relaxed);
 	return n;
 }
 
-static void collect(void *ctx, struct metrics_out *o)
+static void collect_locked(const struct gate *g, struct metrics_out *o)
 {
-	const struct gate *g = ctx;
 	const struct config *cfg = g->cfg;
 	char jname[48];
 
@@ -1859,6 +2103,15 @@ static void collect(void *ctx, struct metrics_out *o)
 					   (const char *const[]){ "route", r->name, "period", gq_names[c], NULL },
 					   mstat_sum(g, ri, GA_N + GL_N + c));
 	}
+}
+
+static void collect(void *ctx, struct metrics_out *o)
+{
+	struct gate *g = ctx;
+
+	pthread_rwlock_rdlock(&g->cfg_lock);
+	collect_locked(g, o);
+	pthread_rwlock_unlock(&g->cfg_lock);
 }
 
 int gate_register_metrics(struct gate *g, struct metrics *m)

@@ -44,17 +44,34 @@ struct gate_verdict {
 /*
  * Opens the key store (when the config has tiers or any api_key route), the
  * shared limiter table and the maintenance thread (index reclamation,
- * last-used and quota flushes every few seconds). *out stays NULL when no
- * route needs the gate and no tier is defined. nworkers: worker ids given to
- * gate_check are 0..nworkers-1.
+ * last-used and quota flushes every few seconds). The gate is made even when
+ * no route needs it yet, so a reload can turn auth and limits on (see
+ * gate_reload). nworkers: worker ids given to gate_check are 0..nworkers-1.
  */
 int gate_start(struct gate **out, const struct config *cfg, unsigned nworkers, char *err,
 	       size_t errlen);
+/*
+ * For a configuration reload, before a snapshot of cfg reaches the workers:
+ * cfg becomes the gate's (tiers, route names for scopes and commands; the
+ * caller keeps it alive until the next gate_reload or gate_stop), the key
+ * store opens if cfg is the first to need it, every route name gets its
+ * counters and the key index is rebuilt with cfg's tiers. Rate-limit
+ * buckets are keyed by route name and limit, so unchanged limits keep their
+ * state. 0, or a negative errno with the reason in err (nothing changed).
+ */
+int gate_reload(struct gate *g, const struct config *cfg, char *err, size_t errlen);
 /* Flushes quotas and last-used times, stops the thread, closes the store. */
 void gate_stop(struct gate *g);
 
 /* keys.create/list/show/revoke/rotate/set and limits.show. */
 int gate_register_commands(struct gate *g, struct control *c);
+
+/*
+ * For clawctl status (read-only): "keys": the store's path (null when the key
+ * store is off) and how many keys are active, revoked and expired now.
+ */
+struct jsonw;
+void gate_status(struct gate *g, struct jsonw *w);
 
 struct metrics;
 /* Adds openclaw_auth_results_total, _ratelimit_rejections_total and _quota_rejections_total to scrapes (g NULL: nothing). */

@@ -19,6 +19,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "netaddr.h"
+#include "tls_client.h"
 #include "worker.h"
 
 #define NS_PER_MS 1000000ULL
@@ -321,6 +322,8 @@ static void hc_finish(struct hcheck *k, bool ok, const char *detail, uint64_t no
 	if (k->fd >= 0)
 		close(k->fd);
 	k->fd = -1;
+	tls_up_free(k->tls);
+	k->tls = NULL;
 	k->st = HC_IDLE;
 	k->next_ns = k->started_ns + hc_interval(h, &k->p->cfg->health);
 	if (k->next_ns <= now)
@@ -356,7 +359,14 @@ static void hc_recv(struct hcheck *k, uint64_t now)
 	struct io_uring_sqe *sqe = hc_sqe(k->h);
 
 	k->st = HC_RECV;
-	io_uring_prep_recv(sqe, k->fd, k->buf + k->len, k->cap - k->len, 0);
+	if (k->tls) {
+		size_t len;
+		char *p = tls_up_in_space(k->tls, &len); /* ciphertext; hc_tls_recv decrypts into buf */
+
+		io_uring_prep_recv(sqe, k->fd, p, len, 0);
+	} else {
+		io_uring_prep_recv(sqe, k->fd, k->buf + k->len, k->cap - k->len, 0);
+	}
 	hc_arm(k, sqe, HOP_RECV, now);
 }
 
@@ -439,15 +449,110 @@ static void hc_evaluate(struct hcheck *k, bool eof, uint64_t now)
 	hc_finish(k, false, d, now);
 }
 
+/* ---- checks of a TLS pool (tls_client.h): handshake on this ring, then request and response encrypted ---- */
+
+/* Sends queued ciphertext; with nothing queued, reads (the handshake's next flight, or the response). */
+static void hc_tls_pump(struct hcheck *k, uint64_t now)
+{
+	struct io_uring_sqe *sqe;
+	const char *p;
+	size_t n = tls_up_out_next(k->tls, &p);
+
+	if (!n) {
+		hc_recv(k, now);
+		return;
+	}
+	k->st = HC_SEND;
+	sqe = hc_sqe(k->h);
+	io_uring_prep_send(sqe, k->fd, p, n, MSG_NOSIGNAL);
+	hc_arm(k, sqe, HOP_SEND, now);
+}
+
+static void hc_tls_step(struct hcheck *k, uint64_t now)
+{
+	char d[HEALTH_DETAIL_MAX];
+
+	if (!tls_up_ready(k->tls)) {
+		int r = tls_up_handshake(k->tls);
+
+		if (r == -EPROTO) {
+			snprintf(d, sizeof(d), "TLS: %s", tls_up_reason(k->tls));
+			hc_finish(k, false, d, now);
+			return;
+		}
+		if (r == 1 && k->p->cfg->health.type == CFG_HEALTH_TCP) {
+			hc_finish(k, true, "TLS handshake done", now);
+			return;
+		}
+	}
+	if (tls_up_ready(k->tls) && k->sent < k->req_len) {
+		if (tls_up_write(k->tls, k->req, k->req_len)) {
+			hc_finish(k, false, "TLS: cannot encrypt the request", now);
+			return;
+		}
+		k->sent = k->req_len;
+	}
+	hc_tls_pump(k, now);
+}
+
+static void hc_tls_begin(struct hcheck *k, uint64_t now)
+{
+	const struct cfg_server *srv = &k->p->cfg->servers[k->idx];
+
+	k->tls = tls_up_new(k->p->cfg->tls->ctx, (const struct sockaddr *)&srv->addr.ss,
+			    k->h->snap->server_names[k->p - k->h->snap->pools][k->idx], NULL, TLS_UP_QUIET);
+	if (!k->tls) {
+		hc_finish(k, false, "TLS: out of memory", now);
+		return;
+	}
+	hc_tls_step(k, now);
+}
+
+static void hc_tls_recv(struct hcheck *k, int res, uint64_t now)
+{
+	bool ready = tls_up_ready(k->tls);
+	ssize_t n;
+
+	if (res < 0 || (res == 0 && !ready)) {
+		if (res == 0)
+			hc_finish(k, false, "TLS: closed during the handshake", now);
+		else
+			hc_fail_errno(k, ready ? "response" : "TLS handshake", res, now);
+		return;
+	}
+	if (res == 0) {
+		hc_evaluate(k, true, now);
+		return;
+	}
+	tls_up_in_commit(k->tls, (size_t)res);
+	if (!ready) {
+		hc_tls_step(k, now);
+		return;
+	}
+	n = tls_up_read(k->tls, k->buf + k->len, k->cap - k->len);
+	if (n == TLS_UP_WANT) {
+		hc_recv(k, now);
+		return;
+	}
+	if (n < 0) {
+		hc_finish(k, false, "TLS: bad record from the server", now);
+		return;
+	}
+	k->len += (uint32_t)n;
+	hc_evaluate(k, n == 0, now);
+}
+
 static void hc_complete(struct hcheck *k, enum hc_op op, int res, uint64_t now)
 {
 	k->pending--;
-	if (k->h->stopping)
+	if (k->h->stopping || k->retired)
 		return;
 	switch (op) {
 	case HOP_CONNECT:
 		if (res < 0) {
 			hc_fail_errno(k, "connect", res, now);
+		} else if (k->p->cfg->tls) {
+			hc_tls_begin(k, now); /* the check speaks TLS, as the proxy does */
 		} else if (k->p->cfg->health.type == CFG_HEALTH_TCP) {
 			hc_finish(k, true, "connected", now);
 		} else {
@@ -459,6 +564,11 @@ static void hc_complete(struct hcheck *k, enum hc_op op, int res, uint64_t now)
 			hc_fail_errno(k, "send", res, now);
 			return;
 		}
+		if (k->tls) {
+			tls_up_out_sent(k->tls, (size_t)res);
+			hc_tls_pump(k, now);
+			return;
+		}
 		k->sent += (uint32_t)res;
 		if (k->sent < k->req_len)
 			hc_send(k, now);
@@ -466,6 +576,10 @@ static void hc_complete(struct hcheck *k, enum hc_op op, int res, uint64_t now)
 			hc_recv(k, now);
 		return;
 	case HOP_RECV:
+		if (k->tls) {
+			hc_tls_recv(k, res, now);
+			return;
+		}
 		if (res < 0) {
 			hc_fail_errno(k, "response", res, now);
 			return;
@@ -476,6 +590,233 @@ static void hc_complete(struct hcheck *k, enum hc_op op, int res, uint64_t now)
 	default:
 		return;
 	}
+}
+
+/* ---- following published pools (reload, backends add/remove) ------------------------------- */
+
+static int hc_build_request(struct hcheck *k);
+
+/* Frees the checks of snap's pools (their operations must all have returned). */
+static void hc_checks_free(const struct snapshot *snap, struct hcheck **checks)
+{
+	for (unsigned p = 0; checks && p < snap->cfg->nupstreams; p++) {
+		for (unsigned i = 0; checks[p] && i < snap->pools[p].nservers; i++) {
+			struct hcheck *k = &checks[p][i];
+
+			if (k->fd >= 0)
+				close(k->fd);
+			tls_up_free(k->tls);
+			free(k->req);
+			free(k->buf);
+		}
+		free(checks[p]);
+	}
+	free(checks);
+}
+
+/*
+ * Frees the replaced checks whose operations have all returned; returns how
+ * many operations are still out. stopping: also cuts the rest short.
+ */
+static unsigned hc_old_reap(struct health *h, bool stopping)
+{
+	struct hc_old **pp = &h->old;
+	unsigned total = 0;
+
+	while (*pp) {
+		struct hc_old *o = *pp;
+		unsigned n = 0;
+
+		for (unsigned p = 0; p < o->snap->cfg->nupstreams; p++)
+			for (unsigned i = 0; i < o->snap->pools[p].nservers; i++) {
+				struct hcheck *k = &o->checks[p][i];
+
+				n += (unsigned)k->pending;
+				if (stopping && k->pending && k->fd >= 0)
+					shutdown(k->fd, SHUT_RDWR);
+			}
+		if (n) {
+			total += n;
+			pp = &o->next;
+			continue;
+		}
+		*pp = o->next;
+		hc_checks_free(o->snap, o->checks);
+		snapshot_put(o->snap);
+		free(o);
+	}
+	return total;
+}
+
+/*
+ * Moves the thread to the pools of h->adopt: new checks for every server,
+ * the history, schedule and operator state of servers kept by address, a
+ * first check soon for new ones. Checks in flight on the old pools are cut
+ * short (their results would land on pools no longer served) and freed when
+ * their operations return. The thread's own: no check runs meanwhile.
+ */
+static void hc_adopt(struct health *h, uint64_t now)
+{
+	struct snapshot *ns, *os = h->snap;
+	struct hcheck **nc = NULL;
+	struct hc_old *old = NULL;
+	bool put_adopt = false;
+	unsigned np = 0;
+
+	pthread_mutex_lock(&h->lock);
+	ns = h->adopt;
+	if (ns && ns->pools == os->pools) {
+		/* A reload that kept the pools: nothing to move. */
+		h->adopt = NULL;
+		pthread_mutex_unlock(&h->lock);
+		snapshot_put(ns);
+		return;
+	}
+	if (ns)
+		snapshot_get(ns);
+	pthread_mutex_unlock(&h->lock);
+	if (!ns)
+		return;
+	np = ns->cfg->nupstreams;
+	nc = calloc(np ? np : 1, sizeof(*nc));
+	old = calloc(1, sizeof(*old));
+	if (!nc || !old)
+		goto nomem;
+	for (unsigned p = 0; p < np; p++) {
+		struct lb_pool *lp = &ns->pools[p];
+		const struct cfg_health *hc = &lp->cfg->health;
+		int op = config_upstream_index(os->cfg, lp->cfg->name);
+
+		nc[p] = aligned_alloc(16, sizeof(struct hcheck) * (lp->nservers ? lp->nservers : 1));
+		if (!nc[p])
+			goto nomem;
+		memset(nc[p], 0, sizeof(struct hcheck) * lp->nservers);
+		for (unsigned i = 0; i < lp->nservers; i++) {
+			struct hcheck *k = &nc[p][i];
+			int oi = op >= 0 ? snapshot_server_match(&os->pools[op], lp, i) : -1;
+			const struct hcheck *o = oi >= 0 ? &h->checks[op][oi] : NULL;
+
+			k->h = h;
+			k->p = lp;
+			k->idx = i;
+			k->fd = -1;
+			if (hc->type == CFG_HEALTH_NONE)
+				continue;
+			if (hc_build_request(k))
+				goto nomem;
+			/* A kept server goes on at its own pace; a new one, or one cut short, is checked soon. */
+			if (o && o->st == HC_IDLE && o->next_ns &&
+			    os->pools[op].cfg->health.type != CFG_HEALTH_NONE)
+				k->next_ns = o->next_ns;
+			else
+				k->next_ns = now + hc_rand(h) % (hc->interval_ms * NS_PER_MS / 10 + 1);
+		}
+	}
+	for (unsigned p = 0; p < os->cfg->nupstreams; p++)
+		for (unsigned i = 0; i < os->pools[p].nservers; i++) {
+			struct hcheck *k = &h->checks[p][i];
+
+			if (k->pending) {
+				k->retired = true;
+				if (k->fd >= 0)
+					shutdown(k->fd, SHUT_RDWR);
+			}
+		}
+	pthread_mutex_lock(&h->lock);
+	/*
+	 * The new pools were filled from the old ones when the snapshot was
+	 * built; checks and operator commands kept acting on the old ones until
+	 * now, so their latest word is copied (the lock holds commands off).
+	 */
+	for (unsigned p = 0; p < np; p++) {
+		struct lb_pool *lp = &ns->pools[p];
+		int op = config_upstream_index(os->cfg, lp->cfg->name);
+
+		for (unsigned i = 0; i < lp->nservers; i++) {
+			int oi = op >= 0 ? snapshot_server_match(&os->pools[op], lp, i) : -1;
+			struct lb_server *d = &lp->servers[i];
+			const struct lb_server *s;
+
+			if (oi >= 0) {
+				s = &os->pools[op].servers[oi];
+				nc[p][i].t = h->checks[op][oi].t;
+				atomic_store(&d->down, atomic_load(&s->down));
+				atomic_store(&d->draining, atomic_load(&s->draining));
+				atomic_store(&d->weight_rt, atomic_load(&s->weight_rt));
+				atomic_store(&d->ramp_start_ns, atomic_load(&s->ramp_start_ns));
+			}
+			/* Nothing would ever bring it up again. */
+			if (lp->cfg->health.type == CFG_HEALTH_NONE)
+				atomic_store(&d->down, false);
+			atomic_store(&d->eff_weight, health_eff_weight(d, lp->cfg->slow_start_ms, now));
+		}
+	}
+	old->snap = os;
+	old->checks = h->checks;
+	old->next = h->old;
+	h->old = old;
+	h->snap = ns;
+	h->checks = nc;
+	if (h->adopt == ns) {
+		h->adopt = NULL;
+		put_adopt = true;
+	}
+	pthread_mutex_unlock(&h->lock);
+	if (put_adopt)
+		snapshot_put(ns); /* h->adopt's reference; h->snap keeps ours */
+	log_notice("health: checking the rebuilt pools (%u upstreams)", np);
+	return;
+nomem:
+	log_err("health: out of memory moving to rebuilt pools; checks stay on the previous ones");
+	for (unsigned p = 0; nc && p < np; p++) {
+		for (unsigned i = 0; nc[p] && i < ns->pools[p].nservers; i++) {
+			free(nc[p][i].req);
+			free(nc[p][i].buf);
+		}
+		free(nc[p]);
+	}
+	free(nc);
+	free(old);
+	pthread_mutex_lock(&h->lock);
+	if (h->adopt == ns) {
+		h->adopt = NULL;
+		put_adopt = true;
+	}
+	pthread_mutex_unlock(&h->lock);
+	if (put_adopt)
+		snapshot_put(ns);
+	snapshot_put(ns);
+}
+
+void health_adopt(struct health *h, struct snapshot *snap)
+{
+	struct timespec ts = { 0, 5 * 1000000 };
+
+	if (!h || !snap || !h->running)
+		return;
+	pthread_mutex_lock(&h->lock);
+	if (snap->pools == h->snap->pools && !h->adopt) {
+		/* A reload that kept the pools: the thread already checks them. */
+		pthread_mutex_unlock(&h->lock);
+		return;
+	}
+	if (h->adopt)
+		snapshot_put(h->adopt);
+	snapshot_get(snap);
+	h->adopt = snap;
+	pthread_mutex_unlock(&h->lock);
+	/* The thread looks every tick (HEALTH_TICK_MS); a command that follows should see the new pools. */
+	for (int i = 0; i < 100; i++) {
+		bool done;
+
+		pthread_mutex_lock(&h->lock);
+		done = h->adopt != snap;
+		pthread_mutex_unlock(&h->lock);
+		if (done)
+			return;
+		nanosleep(&ts, NULL);
+	}
+	log_warn("health: the check thread has not moved to the new pools within 500 ms; it will");
 }
 
 static void *health_main(void *arg)
@@ -530,6 +871,9 @@ static void *health_main(void *arg)
 				hc_complete((struct hcheck *)(uintptr_t)(ud & ~HOP_MASK), op, cqe->res, now);
 		}
 		io_uring_cq_advance(&h->ring, seen);
+		/* Pools rebuilt by a reload or backends add/remove: checks follow them (at most a tick late). */
+		hc_adopt(h, now);
+		hc_old_reap(h, false);
 	}
 	/*
 	 * Operations still in flight point into our buffers: end them (a
@@ -549,6 +893,7 @@ static void *health_main(void *arg)
 				if (k->pending && k->fd >= 0)
 					shutdown(k->fd, SHUT_RDWR);
 			}
+		inflight += hc_old_reap(h, true);
 		if (!inflight)
 			break;
 		io_uring_submit_and_wait_timeout(&h->ring, &cqe, 1, &ts, NULL);
@@ -603,12 +948,23 @@ static void health_free(struct health *h)
 
 			if (k->fd >= 0)
 				close(k->fd);
+			tls_up_free(k->tls);
 			free(k->req);
 			free(k->buf);
 		}
 		free(h->checks[p]);
 	}
 	free(h->checks);
+	while (h->old) {
+		struct hc_old *o = h->old;
+
+		h->old = o->next;
+		hc_checks_free(o->snap, o->checks);
+		snapshot_put(o->snap);
+		free(o);
+	}
+	if (h->adopt)
+		snapshot_put(h->adopt);
 	if (h->ring_ok)
 		io_uring_queue_exit(&h->ring);
 	if (h->stop_fd >= 0)
@@ -711,9 +1067,14 @@ void health_stop(struct health *h)
 static void collect(void *ctx, struct metrics_out *o)
 {
 	struct health *h = ctx;
-	const struct snapshot *sn = h->snap;
-	const struct config *cfg = sn->cfg;
+	const struct snapshot *sn;
+	const struct config *cfg;
 	static const char *const states[] = { "up", "down", "ejected", "draining" };
+
+	/* Held throughout: the check thread swaps h->snap and the checks under it (hc_adopt). */
+	pthread_mutex_lock(&h->lock);
+	sn = h->snap;
+	cfg = sn->cfg;
 
 	metrics_family(o, "openclaw_upstream_server_up", "gauge",
 		       "1 when the server takes new requests (not down, ejected or draining), else 0.");
@@ -736,7 +1097,6 @@ static void collect(void *ctx, struct metrics_out *o)
 	metrics_family(o, "openclaw_health_checks_total", "counter",
 		       "Active health checks completed, by result (ok, fail).");
 	/* The check history is the health thread's, read under its lock (never on the request path). */
-	pthread_mutex_lock(&h->lock);
 	for (unsigned p = 0; p < cfg->nupstreams; p++)
 		for (unsigned i = 0; h->checks[p] && i < sn->pools[p].nservers; i++) {
 			const struct health_track *t = &h->checks[p][i].t;
@@ -748,7 +1108,6 @@ static void collect(void *ctx, struct metrics_out *o)
 					   (const char *const[]){ "upstream", cfg->upstreams[p].name, "server", sn->server_names[p][i], "result", "fail", NULL },
 					   t->failed);
 		}
-	pthread_mutex_unlock(&h->lock);
 	metrics_family(o, "openclaw_upstream_ejections_total", "counter",
 		       "Passive outlier ejections of the server (live traffic failures).");
 	for (unsigned p = 0; p < cfg->nupstreams; p++)
@@ -771,6 +1130,7 @@ static void collect(void *ctx, struct metrics_out *o)
 						   atomic_load_explicit(&lp->servers[i].trips[t], memory_order_relaxed));
 		}
 	}
+	pthread_mutex_unlock(&h->lock);
 }
 
 int health_register_metrics(struct health *h, struct metrics *m)

@@ -80,6 +80,16 @@ const char *health_state_name(const struct lb_server *s);
 int health_start(struct health **out, struct snapshot *snap, char *err, size_t errlen);
 void health_stop(struct health *h);
 
+/*
+ * A snapshot was published (reload, backends add/remove): the check thread
+ * moves to its pools when they differ from those it checks. Servers kept (same
+ * pool name and address) keep their check history, schedule and state; new
+ * ones are checked within a tenth of an interval; checks of removed ones end.
+ * Waits up to half a second for the thread to switch, so a command that
+ * follows sees the new pools. h NULL: nothing.
+ */
+void health_adopt(struct health *h, struct snapshot *snap);
+
 /* Registers backends.list, backends.drain, backends.enable and backends.weight. */
 int health_register_commands(struct health *h, struct control *c);
 struct metrics;

@@ -10,6 +10,8 @@
 
 #include "health.h"
 
+struct tls_up;
+
 enum hc_state {
 	HC_IDLE,    /* waiting for next_ns */
 	HC_CONNECT, /* connect in flight */
@@ -34,7 +36,16 @@ struct hcheck {
 	uint32_t len, cap;
 	struct __kernel_timespec ts; /* the linked timeout's value */
 	struct health_track t;   /* results, under health.lock */
+	struct tls_up *tls;      /* a TLS pool's check: its TLS state (tls_client.h), else NULL */
+	bool retired;            /* replaced when the thread adopted new pools: completions only count down */
 } __attribute__((aligned(16)));
+
+/* Checks replaced by an adoption, freed once none has an operation in flight. */
+struct hc_old {
+	struct snapshot *snap;   /* the pools they checked (a reference is held) */
+	struct hcheck **checks;  /* [pool][server] of snap */
+	struct hc_old *next;
+};
 
 struct health {
 	struct snapshot *snap;   /* the pools checked (a reference is held) */
@@ -49,6 +60,9 @@ struct health {
 	struct hcheck **checks;  /* [pool][server] */
 	uint64_t rng;            /* jitter */
 	char state_path[256];    /* <state_dir>/backends.json (state_dir is at most 200 bytes) */
+	struct snapshot *adopt;  /* published pools to move to (health_adopt), under lock; NULL = none */
+	struct hc_old *old;      /* replaced checks still in flight (the thread's own) */
+	struct backends_rt *rt;  /* runtime server changes saved with drains and weights (backends.h), or NULL */
 };
 
 /* backends.c: applies <state_dir>/backends.json to the pools at start-up (logs what it skips). */

@@ -9,6 +9,7 @@
 
 #include "config.h"
 #include "http1.h"
+#include "retry.h"
 
 /* Picks work on weights scaled by this, so slow start can hand out a tenth of weight 1. */
 #define LB_WEIGHT_SCALE 100
@@ -52,6 +53,7 @@ struct lb_local {
 	uint32_t rr_next;   /* round-robin cursor */
 	int64_t *swrr_cur;  /* smooth WRR current weights, nservers long */
 	uint64_t rng;       /* xorshift state for power-of-two choices */
+	struct retry_budget retry; /* this worker's retry budget for the pool (retry.h) */
 };
 
 struct lb_ops {
@@ -75,6 +77,7 @@ struct lb_pool {
 	_Atomic uint32_t conns;    /* open connections, counted only with limits.max_connections */
 	_Atomic uint32_t pending;  /* connects in progress, counted only with limits.max_pending */
 	_Atomic uint64_t trips[LB_TRIP_N]; /* requests refused by the pool's breaker */
+	struct retry_counters retry; /* retries issued and refused (retry.h, /metrics) */
 };
 
 int lb_pool_init(struct lb_pool *p, const struct cfg_upstream *cfg);

@@ -20,10 +20,15 @@
 #include "guard.h"
 #include "splice.h"
 #include "tls.h"
+#include "tls_client.h"
 #include "health.h"
+#include "backends.h"
 #include "log.h"
 #include "metrics.h"
 #include "reload.h"
+#include "sdnotify.h"
+#include "retry.h"
+#include "upgrade.h"
 #include "worker.h"
 
 static void usage(FILE *f)
@@ -99,6 +104,7 @@ int main(int argc, char **argv)
 	struct tls_reg *tls = NULL;
 	struct config *cfg;
 	struct snapshot *snap;
+	struct backends_rt *brt = NULL;
 	struct alog *alog = NULL;
 	struct worker_set ws = { 0 };
 	char err[1024];
@@ -106,6 +112,8 @@ int main(int argc, char **argv)
 	unsigned nworkers;
 	int c, rc;
 
+	/* Before getopt reorders argv: a binary upgrade starts the new clawd with the same. */
+	upgrade_init(argc, argv);
 	while ((c = getopt_long(argc, argv, "c:tl:Vh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
@@ -174,6 +182,7 @@ int main(int argc, char **argv)
 	sigaddset(&sigs, SIGHUP);
 	sigaddset(&sigs, SIGQUIT);
 	sigaddset(&sigs, SIGUSR1);
+	sigaddset(&sigs, SIGUSR2);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	raise_nofile();
@@ -181,6 +190,12 @@ int main(int argc, char **argv)
 	nworkers = cfg->workers ? cfg->workers : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
 	if (nworkers == 0)
 		nworkers = 1;
+	/* Started by a binary upgrade (docs/operations.md): take the old clawd's listening sockets. */
+	if ((rc = upgrade_child_init(cfg, nworkers, err, sizeof(err)))) {
+		log_err("%s", err);
+		config_free(cfg);
+		return 1;
+	}
 	if (cfg->access_log) {
 		rc = alog_open(&alog, cfg->access_log, nworkers, 1 << 20);
 		if (rc) {
@@ -196,9 +211,13 @@ int main(int argc, char **argv)
 
 		alog_set_opts(alog, &ao);
 	}
+	/* Servers added or removed at run time (clawctl backends add/remove), from state_dir. */
+	if ((rc = backends_rt_create(&brt, cfg)))
+		log_warn("backends: %s: runtime server changes are off", strerror(-rc));
 	rc = snapshot_create(cfg, &snap);
 	if (rc) {
 		log_err("start-up: %s", strerror(-rc));
+		backends_rt_free(brt);
 		config_free(cfg);
 		alog_close(alog);
 		return 1;
@@ -216,6 +235,8 @@ int main(int argc, char **argv)
 	struct reloader *reloader = NULL;
 	struct control *ctl = NULL;
 	struct admin *admin = NULL;
+	struct upgrader *upgrader = NULL;
+	int exit_code = 0;
 	struct metrics *metrics = NULL;
 
 	rc = metrics_create(&metrics, cfg, nworkers);
@@ -232,6 +253,9 @@ int main(int argc, char **argv)
 	snap->tls = agent.tls = tls;
 	if ((rc = tls_register_metrics(tls, metrics)))
 		log_warn("tls metrics: %s", strerror(-rc));
+	/* Upstream TLS (docs/tls.md "Upstream TLS"): handshakes with backends, per pool. */
+	if ((rc = tls_client_register_metrics(metrics)))
+		log_warn("upstream tls metrics: %s", strerror(-rc));
 
 	/* The control socket first: it also tells us whether another clawd is running. */
 	if (cfg->control_socket) {
@@ -247,7 +271,11 @@ int main(int argc, char **argv)
 			}
 			group = gr.gr_gid;
 		}
-		rc = control_open(&ctl, cfg->control_socket, group, err, sizeof(err));
+		char ctl_tmp[256];
+
+		/* An upgrade's new process binds a temporary path and renames it when it takes over. */
+		rc = control_open(&ctl, upgrade_control_path(cfg->control_socket, ctl_tmp, sizeof(ctl_tmp)),
+				  group, err, sizeof(err));
 		if (rc) {
 			log_err("%s", err);
 			goto fail_early;
@@ -295,6 +323,9 @@ int main(int argc, char **argv)
 	/* Scrape families of health checks, ejections, breakers and admission (docs/metrics.md). */
 	if ((rc = health_register_metrics(health, metrics)))
 		log_warn("metrics: health: %s", strerror(-rc));
+	/* Retries per pool, read from the live configuration at each scrape (docs/retries.md). */
+	if ((rc = retry_register_metrics(&agent, metrics)))
+		log_warn("metrics: retries: %s", strerror(-rc));
 	if ((rc = gate_register_metrics(gate, metrics)))
 		log_warn("metrics: gate: %s", strerror(-rc));
 	rc = workers_start(&ws, snap, nworkers, alog);
@@ -312,17 +343,23 @@ int main(int argc, char **argv)
 	for (unsigned i = 0; i < ws.n; i++)
 		__atomic_store_n(&ws.workers[i].gate, gate, __ATOMIC_RELEASE);
 	agent.guard = guard;
+	agent.gate = gate; /* status reads the key store's counts (gate_status) */
 	/* Live reload (SIGHUP, `clawctl reload`): the running config starts as the first one. */
 	snapshot_get(snap);
 	agent.live = snap;
 	{
-		struct reload_fixed fx = { .health_snap = health ? snap : NULL, .gate_on = gate != NULL };
+		struct reload_fixed fx = { .health = health, .brt = brt, .gate_on = gate != NULL,
+					   .gate = gate };
 
 		if ((rc = reload_create(&reloader, &agent, &fx)))
 			log_warn("reload: %s: reloading is off", strerror(-rc));
 	}
 	if (reloader && ctl && (rc = reload_register_commands(reloader, ctl)))
 		log_warn("control: reload command: %s", strerror(-rc));
+	/* backends add/remove publish through the reloader and are saved with drains and weights. */
+	backends_rt_attach(brt, &agent, reloader, health);
+	if (health && ctl && (rc = backends_rt_register_commands(brt, ctl)))
+		log_warn("control: backends add/remove: %s", strerror(-rc));
 	if (reloader && (rc = reload_register_metrics(reloader, metrics)))
 		log_warn("metrics: reload counters: %s", strerror(-rc));
 	atomic_store(&agent.state, AGENT_RUNNING);
@@ -336,17 +373,30 @@ int main(int argc, char **argv)
 		tls_stop(tls);
 		metrics_free(metrics);
 		reload_free(reloader);
+		backends_rt_free(brt);
 		snapshot_put(agent.live);
 		snapshot_put(snap);
 		alog_close(alog);
 		return 1;
 	}
+	/* Binary upgrade (SIGUSR2, `clawctl upgrade`): the listeners go to the new process. */
+	if ((rc = upgrade_create(&upgrader, &agent, reloader, admin)))
+		log_warn("upgrade: %s: binary upgrades are off", strerror(-rc));
+	else if (ctl && (rc = upgrade_register_commands(upgrader, ctl)))
+		log_warn("control: upgrade command: %s", strerror(-rc));
 	if (ctl && (rc = control_start(ctl))) {
 		log_err("control socket: %s", strerror(-rc));
 		control_close(ctl);
 		ctl = NULL;
 	}
-	if (cfg->pid_file && (rc = write_pid_file(cfg->pid_file)))
+	if (upgrade_is_child()) {
+		/* Ready: the old process commits, we take the control socket path and the pid file. */
+		if ((rc = upgrade_child_ready(ctl, cfg->control_socket, cfg->pid_file, err, sizeof(err)))) {
+			log_err("%s; stopping", err);
+			exit_code = 1;
+			goto stop;
+		}
+	} else if (cfg->pid_file && (rc = write_pid_file(cfg->pid_file)))
 		log_warn("pid_file %s: %s", cfg->pid_file, strerror(-rc));
 	for (unsigned i = 0; i < cfg->nlisteners; i++) {
 		char addr[NET_ADDR_STRLEN];
@@ -356,17 +406,30 @@ int main(int argc, char **argv)
 					   sizeof(addr)));
 	}
 	log_notice("clawd %s started: %u workers, config %s", OPENCLAW_VERSION, nworkers, path);
+	sdnotify_ready(); /* systemd Type=notify (an upgraded clawd said MAINPID= already) */
 
 	for (;;) {
-		/* Woken every 100 ms: pools rebuilt by a reload follow the health checker. */
+		/* Signals only: the health thread adopts pools rebuilt by a reload itself. */
 		struct timespec tick = { 0, 100 * 1000000 };
 		int sig = sigtimedwait(&sigs, NULL, &tick);
 
-		if (sig < 0) {
-			if (reloader)
-				reload_sync(reloader);
+		if (upgrade_handed_over(upgrader)) {
+			log_notice("upgrade: pid %d took over; stopping accepting, in-flight requests get up "
+				   "to %llu ms", (int)upgrade_new_pid(upgrader),
+				   (unsigned long long)cfg->drain_ms);
+			break;
+		}
+		if (sig == SIGUSR2) {
+			char msg[1024];
+
+			/* Start the binary clawd was started from; main leaves the loop on success. */
+			log_notice("SIGUSR2: upgrading the binary");
+			if (upgrader)
+				upgrade_run(upgrader, NULL, UPGRADE_DEFAULT_TIMEOUT_MS, msg, sizeof(msg));
 			continue;
 		}
+		if (sig < 0)
+			continue;
 		if (sig == SIGUSR1) {
 			/* logrotate renamed the file: the writer reopens the path, no line is lost. */
 			log_notice("SIGUSR1: reopening the access log");
@@ -377,18 +440,27 @@ int main(int argc, char **argv)
 			char msg[1024];
 
 			log_notice("SIGHUP: reloading %s", path);
+			sdnotify_reloading();
 			if (reloader)
 				reload_run(reloader, msg, sizeof(msg)); /* it logs the outcome */
 			else
 				log_err("SIGHUP: reloading is off (see the start-up log)");
+			sdnotify_ready(); /* a refused reload keeps serving the old config */
 			continue;
 		}
 		log_notice("%s: stopping; in-flight requests get up to %llu ms", strsignal(sig),
 			   (unsigned long long)cfg->drain_ms);
+		sdnotify_stopping(); /* not after a handover: the service goes on in the new process */
 		break;
 	}
-	if (cfg->pid_file)
-		unlink(cfg->pid_file);
+stop:
+	/* Only while it names us: after an upgrade it names the new process. */
+	upgrade_pid_file_release(cfg->pid_file);
+	if (upgrade_handed_over(upgrader)) {
+		/* The new process answers /metrics and /readyz on the same socket now. */
+		admin_stop(admin);
+		admin = NULL;
+	}
 	/* /readyz answers 503 from here on, so balancers stop sending before the listeners close. */
 	atomic_store(&agent.state, AGENT_DRAINING);
 	/* A scrape that started before the store ends before the workers go; later ones skip them. */
@@ -411,12 +483,15 @@ int main(int argc, char **argv)
 	log_notice("stopped");
 	metrics_free(metrics);
 	reload_free(reloader);
+	upgrade_free(upgrader);
+	backends_rt_free(brt);
 	snapshot_put(agent.live);
 	snapshot_put(snap);
 	alog_close(alog);
-	return 0;
+	return exit_code;
 
 fail_early:
+	backends_rt_free(brt);
 	tls_stop(tls);
 	metrics_free(metrics);
 	snapshot_put(snap);

@@ -2,6 +2,7 @@
 #ifndef OPENCLAW_METRICS_H
 #define OPENCLAW_METRICS_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -39,38 +40,63 @@ enum metrics_error {
 	ME_N
 };
 
-/* One histogram: non-cumulative bucket counts (the renderer sums them), +Inf last. */
-struct metrics_hist {
-	_Atomic uint64_t *buckets; /* nbounds + 1 */
-	_Atomic uint64_t count;
-	_Atomic uint64_t sum_ns;   /* observed nanoseconds, exact */
-};
+/*
+ * Series follow the served configuration (docs/metrics.md, "Reloads"): each
+ * label set (a listener, a route, a listener and route pair, an upstream
+ * server) is a name with a slot that never moves; a reload adds slots for new
+ * names, and a name that comes back finds its old counts. Each worker has its
+ * own counters per slot, so the request path writes without a lock.
+ */
+struct metrics_table;
 
 /*
- * A worker's own counters: written by that worker only (relaxed load + store,
- * no locked instruction), read racily but safely by the renderer.
+ * One configuration's indexes translated to slots, built when a worker takes
+ * up a snapshot (worker.c gen_new) and kept with that generation, so an
+ * exchange is counted under the names of the configuration it ran with.
+ * Slot -1: not counted (the table was full).
+ */
+struct metrics_map {
+	unsigned nlisteners, nroutes, nupstreams;
+	int32_t *lslot;        /* [listener] per-listener bytes */
+	int32_t *rslot;        /* [route + 1] request histogram; 0 = no route */
+	int32_t *qslot;        /* [listener * (nroutes + 1) + route + 1] requests by method and class */
+	int32_t *sslot;        /* [server_base[pool] + server] upstream histogram and classes */
+	unsigned *server_base; /* [pool] index of its first server in sslot; [nupstreams] = their number */
+};
+
+/* Per-key results (admin.per_key_labels): the label value "other" collects keys past the cap. */
+enum metrics_key_result { MK_OK, MK_OUT_OF_SCOPE, MK_RATE_LIMITED, MK_QUOTA, MK_N };
+
+/*
+ * A worker's own counters outside the slot tables: written by that worker
+ * only (relaxed load + store, no locked instruction), read racily but safely
+ * by the renderer.
  */
 struct metrics_worker {
-	_Atomic uint64_t *requests;     /* [listener][route + 1][method][class]; route slot 0 = none */
-	struct metrics_hist *req_hist;  /* [route + 1] request_duration_seconds */
-	struct metrics_hist *up_hist;   /* [server, all pools in order] upstream_response_seconds */
-	_Atomic uint64_t *up_responses; /* [server][class] exchanges answered by each server */
-	_Atomic uint64_t *bytes_in;     /* [listener] */
-	_Atomic uint64_t *bytes_out;    /* [listener] */
-	_Atomic uint64_t errors[ME_N];
 	const struct metrics *m;
+	unsigned id;                   /* worker index: its column in every table */
+	_Atomic uint64_t errors[ME_N];
+	_Atomic uint64_t *keys;        /* [key slot + 1][MK_N] when per-key labels are on; slot 0 = other */
 };
 
 /* Adds a metric family to a scrape: later modules (TLS, auth, health) register one. */
 struct metrics_out;
 typedef void (*metrics_collect_fn)(void *ctx, struct metrics_out *o);
 
+enum { MT_LISTENER, MT_ROUTE, MT_REQUESTS, MT_SERVER, MT_N };
+
 struct metrics {
-	const struct config *cfg;    /* sizes and label names */
+	const struct config *cfg;    /* the first configuration: histogram bounds, per-key options (fixed sections) */
 	unsigned nworkers;
-	unsigned nservers;           /* servers of every pool together */
-	unsigned *server_base;       /* [pool] index of its first server */
 	struct metrics_worker *workers;
+	struct metrics_table *tables[MT_N];
+	pthread_mutex_t lock;        /* slot tables' names: map building and scrapes */
+	struct metrics_map *map0;    /* cfg's map: metrics_record's indexes */
+	/* Per-key labels: key id (60 bits, bit 63 set) per open-addressing slot; 0 = free. */
+	_Atomic uint64_t *key_ids;
+	unsigned key_cap;            /* power of two, at least twice key_max */
+	unsigned key_max;            /* ids with a label of their own; 0 = per-key labels off */
+	_Atomic unsigned key_used;   /* ids given a slot so far */
 	struct {
 		metrics_collect_fn fn;
 		void *ctx;
@@ -86,11 +112,27 @@ void metrics_free(struct metrics *m);
 struct metrics_worker *metrics_worker(struct metrics *m, unsigned i);
 
 /*
- * Records one finished exchange (the access log's entry) in the worker's
- * block: route < 0 = none matched; pool/server < 0 = no backend used.
+ * Slots for every name of cfg (registering new ones), for a worker taking up
+ * a snapshot of it. *out NULL when m is NULL. 0 or -ENOMEM.
  */
+int metrics_map_new(struct metrics *m, const struct config *cfg, struct metrics_map **out);
+void metrics_map_free(struct metrics_map *map);
+
+/*
+ * Records one finished exchange (the access log's entry) in the worker's
+ * counters, indexes of map's configuration: route < 0 = none matched;
+ * pool/server < 0 = no backend used. key_id: the authenticated API key ("" or
+ * NULL when none), counted per key when admin.per_key_labels is on.
+ */
+void metrics_record_map(struct metrics_worker *mw, const struct metrics_map *map,
+			const struct alog_entry *e, unsigned listener, int route, int pool, int server,
+			const char *key_id);
+/* The same with indexes of the configuration m was created with. */
 void metrics_record(struct metrics_worker *mw, const struct alog_entry *e, unsigned listener,
 		    int route, int pool, int server);
+
+/* Per-key result of an exchange whose key was identified (status and the gate's error). */
+enum metrics_key_result metrics_key_result_of(int status, const char *error);
 
 /* Registers a collector called on each scrape, before the admin listener starts. */
 int metrics_register(struct metrics *m, metrics_collect_fn fn, void *ctx);

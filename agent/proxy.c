@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -19,15 +20,18 @@
 #include "log.h"
 #include "metrics.h"
 #include "netaddr.h"
+#include "retry.h"
 #include "route.h"
 #include "splice.h"
 #include "tls.h"
+#include "tls_client.h"
 #include "trace.h"
 #include "worker.h"
 
 #define CLIENT_BUF_MIN (16 * 1024)  /* first client buffer; grows for big heads */
 #define UP_BUF_SIZE (64 * 1024)     /* upstream buffer: response heads and body chunks */
 #define LINGER_MS 2000              /* how long to drain a client's unread body before closing */
+#define DRAIN_IDLE_MS 1000          /* drain: an idle keep-alive client connection is closed after this long */
 #define MAX_TRIES 16
 
 /* What the client connection is waiting for. */
@@ -42,6 +46,7 @@ enum cstate {
 	CS_LOCAL,     /* sending a response the proxy made itself */
 	CS_LINGER,    /* response sent, write side shut, discarding input until EOF */
 	CS_TLS,       /* TLS handshake, before the first request head (tls.h) */
+	CS_RETRY_WAIT,/* backoff before the next attempt (retry.h); no backend connection */
 };
 
 /* What an expiring deadline means in the current state. */
@@ -106,6 +111,11 @@ struct client {
 	int brk_idx;
 	int brk_trip;           /* enum lb_trip of the last server breaker that refused */
 	unsigned nskipped;      /* servers passed over by their breaker in this exchange */
+	unsigned nretries;      /* retries issued for this request (retry.h) */
+	unsigned try_base;      /* tried - skipped when the current attempt began: connect_tries counts from here */
+	bool conn_retry;        /* the last connect failed: the next pick is a connect_failure retry */
+	bool retry_armed;       /* the backoff timer (OP_RETRY) is in flight */
+	struct __kernel_timespec retry_ts; /* its duration, read by the kernel at submission */
 	int status;
 	const char *error;
 	uint64_t t_start_ns, t_start_real_ns, t_sent_ns, t_resp_ns;
@@ -125,6 +135,7 @@ struct client {
 	bool tls_ready_nop;     /* the armed recv is that no-op */
 	bool tls_sending;       /* a ciphertext send is in flight */
 	bool tls_fail;          /* handshake failed: close once the alert is out */
+	bool idle_cancel;       /* idle close: its recv is being cancelled; bytes it still brings are served */
 	bool tls_ktx, tls_krx;  /* record layer in the kernel (kTLS), per direction */
 } __attribute__((aligned(16)));
 
@@ -141,6 +152,7 @@ struct upconn {
 	bool head_parsed;        /* response head of the current exchange seen */
 	bool resp_done;
 	bool reusable;           /* may go back to the pool afterwards */
+	bool overrun;            /* was reusable, but the backend sent bytes past the response (splice hands them on) */
 	bool dechunk;            /* strip chunk framing (HTTP/1.0 client) */
 	int pool, server;
 	struct client *owner;    /* NULL when idle or orphaned */
@@ -155,6 +167,12 @@ struct upconn {
 	struct iovec iov[2];
 	struct __kernel_timespec cto;
 	uint64_t idle_since_ms;
+	struct tls_up *tls;      /* TLS to the backend (tls_client.h), NULL for a plain pool */
+	uint32_t tls_plain;      /* plaintext bytes of the send the state machine waits for */
+	int tls_ready;           /* what the no-op "recv" delivers: bytes already decrypted, 0, error */
+	bool tls_ready_nop;      /* the armed recv is that no-op */
+	bool tls_sending;        /* a ciphertext send is in flight */
+	bool tls_wfail;          /* encrypting the state machine's send failed: its no-op reports it */
 } __attribute__((aligned(16)));
 
 static void client_close(struct client *c);
@@ -167,6 +185,8 @@ static void up_close(struct upconn *u);
 static void client_send_out(struct client *c, uint32_t len, const char *extra, size_t extra_len);
 static void tls_arm_recv(struct client *c);
 static void tls_send_plain(struct client *c);
+static void up_tls_arm_recv(struct upconn *u);
+static void up_tls_send_plain(struct upconn *u);
 
 static const struct config *wcfg(struct worker *w)
 {
@@ -251,6 +271,10 @@ static void arm_up_recv(struct upconn *u)
 
 	if (u->recv_armed || u->closing || u->len == UP_BUF_SIZE)
 		return;
+	if (u->tls) {
+		up_tls_arm_recv(u);
+		return;
+	}
 	sqe = worker_sqe(u->w);
 	io_uring_prep_recv(sqe, u->fd, u->buf + u->len, UP_BUF_SIZE - u->len, 0);
 	/* Armed right after a request is sent or when pooled: nothing is there yet. */
@@ -263,8 +287,13 @@ static void arm_up_recv(struct upconn *u)
 
 static void up_sendmsg(struct upconn *u)
 {
-	struct io_uring_sqe *sqe = worker_sqe(u->w);
+	struct io_uring_sqe *sqe;
 
+	if (u->tls) {
+		up_tls_send_plain(u);
+		return;
+	}
+	sqe = worker_sqe(u->w);
 	if (!u->iov[1].iov_len) {
 		io_uring_prep_send(sqe, u->fd, u->iov[0].iov_base, u->iov[0].iov_len, MSG_NOSIGNAL);
 		io_uring_sqe_set_data64(sqe, op_data(u, OP_UP_SEND));
@@ -539,6 +568,211 @@ static bool tls_sent(struct client *c, int *res)
 	return false;
 }
 
+/* ---- TLS to the backend (tls_client.h): ciphertext on the wire, plaintext for the state machine ---- */
+
+static void on_up_connect(struct upconn *u, int res);
+
+/* Sends queued ciphertext unless a send is in flight (its completion sends the rest). */
+static void up_tls_flush(struct upconn *u)
+{
+	struct io_uring_sqe *sqe;
+	const char *p;
+	size_t n;
+
+	if (u->tls_sending || u->closing)
+		return;
+	n = tls_up_out_next(u->tls, &p);
+	if (!n)
+		return;
+	sqe = worker_sqe(u->w);
+	io_uring_prep_send(sqe, u->fd, p, n, MSG_NOSIGNAL);
+	io_uring_sqe_set_data64(sqe, op_data(u, OP_UP_SEND));
+	u->tls_sending = true;
+	u->pending++;
+}
+
+/* Plaintext in u->iov is encrypted at once; the state machine hears of it when all ciphertext is out. */
+static void up_tls_send_plain(struct upconn *u)
+{
+	struct io_uring_sqe *sqe;
+	uint32_t total = 0;
+
+	for (int i = 0; i < 2 && !u->tls_wfail; i++) {
+		if (!u->iov[i].iov_len)
+			continue;
+		if (tls_up_write(u->tls, u->iov[i].iov_base, u->iov[i].iov_len))
+			u->tls_wfail = true;
+		total += (uint32_t)u->iov[i].iov_len;
+	}
+	u->tls_plain = total;
+	u->send_busy = true;
+	if (!u->tls_wfail)
+		up_tls_flush(u);
+	if (!u->tls_sending) {
+		/* Nothing to send (or a failure to report): complete through a no-op, the flow stays the same. */
+		sqe = worker_sqe(u->w);
+		io_uring_prep_nop(sqe);
+		io_uring_sqe_set_data64(sqe, op_data(u, OP_UP_SEND));
+		u->pending++;
+	}
+}
+
+/* Arms the next read: plaintext already decrypted (via a no-op), or ciphertext (bounded by connect_ms while handshaking). */
+static void up_tls_arm_recv(struct upconn *u)
+{
+	struct io_uring_sqe *sqe;
+	size_t len;
+	char *p;
+
+	if (tls_up_ready(u->tls) && tls_up_read_buffered(u->tls)) {
+		ssize_t n = tls_up_read(u->tls, u->buf + u->len, UP_BUF_SIZE - u->len);
+
+		up_tls_flush(u);
+		if (n != TLS_UP_WANT) {
+			u->tls_ready = n == -EPROTO ? -ECONNRESET : (int)n;
+			u->tls_ready_nop = true;
+			sqe = worker_sqe(u->w);
+			io_uring_prep_nop(sqe);
+			io_uring_sqe_set_data64(sqe, op_data(u, OP_UP_RECV));
+			u->recv_armed = true;
+			u->pending++;
+			return;
+		}
+	}
+	p = tls_up_in_space(u->tls, &len);
+	sqe = worker_sqe(u->w);
+	io_uring_prep_recv(sqe, u->fd, p, len, 0);
+	if (!u->head_parsed)
+		sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
+	io_uring_sqe_set_data64(sqe, op_data(u, OP_UP_RECV));
+	u->recv_armed = true;
+	u->pending++;
+	if (!tls_up_ready(u->tls) && u->owner) {
+		/* The handshake is part of connecting: each of its reads gets the connect timeout. */
+		uint64_t cms = route_timeouts(u->owner)->connect_ms;
+
+		if (cms) {
+			sqe->flags |= IOSQE_IO_LINK;
+			u->cto.tv_sec = cms / 1000;
+			u->cto.tv_nsec = (cms % 1000) * 1000000;
+			sqe = worker_sqe(u->w);
+			io_uring_prep_link_timeout(sqe, &u->cto, 0);
+			io_uring_sqe_set_data64(sqe, OP_IGNORE);
+		}
+	}
+}
+
+/* The handshake failed or timed out: a connect failure for this server (retries, ejection apply). */
+static void up_tls_hs_fail(struct upconn *u, int res)
+{
+	tls_up_abort(u->tls, res);
+	on_up_connect(u, res == -ECANCELED ? -ECANCELED : -EPROTO);
+}
+
+static void up_tls_step(struct upconn *u)
+{
+	int r;
+
+	if (!u->owner) {
+		up_close(u);
+		return;
+	}
+	r = tls_up_handshake(u->tls);
+	if (r == -EPROTO) {
+		on_up_connect(u, -EPROTO); /* logged with the reason by tls_client.c */
+		return;
+	}
+	up_tls_flush(u);
+	if (r == TLS_UP_WANT) {
+		arm_up_recv(u);
+		return;
+	}
+	exchange_send_request(u->owner);
+}
+
+/* Connected to a server of a TLS pool: the handshake comes before the request. */
+static void up_tls_start(struct upconn *u)
+{
+	const struct snapshot *sn = u->gen->snap;
+	const struct cfg_server *srv = &sn->cfg->upstreams[u->pool].servers[u->server];
+
+	u->tls = tls_up_new(sn->cfg->upstreams[u->pool].tls->ctx, (const struct sockaddr *)&srv->addr.ss,
+			    sn->server_names[u->pool][u->server],
+			    &u->gen->upools[u->pool][u->server].tls_session, 0);
+	if (!u->tls) {
+		on_up_connect(u, -ENOMEM);
+		return;
+	}
+	up_tls_step(u);
+}
+
+/* A read completed on a TLS backend connection: true when *res (now plaintext bytes, 0 or an error) goes on. */
+static bool up_tls_recv_done(struct upconn *u, int *res)
+{
+	ssize_t n;
+
+	if (u->tls_ready_nop) {
+		u->tls_ready_nop = false;
+		*res = u->tls_ready;
+		return true;
+	}
+	if (*res == -ENOBUFS || *res == -EINTR || *res == -EAGAIN) {
+		arm_up_recv(u);
+		return false;
+	}
+	if (!tls_up_ready(u->tls)) {
+		if (*res <= 0)
+			up_tls_hs_fail(u, *res);
+		else {
+			tls_up_in_commit(u->tls, (size_t)*res);
+			up_tls_step(u);
+		}
+		return false;
+	}
+	if (*res <= 0)
+		return true;
+	tls_up_in_commit(u->tls, (size_t)*res);
+	n = tls_up_read(u->tls, u->buf + u->len, UP_BUF_SIZE - u->len);
+	up_tls_flush(u);
+	if (n == TLS_UP_WANT) {
+		/* Records without data (session tickets): read on, idle or not. */
+		arm_up_recv(u);
+		return false;
+	}
+	*res = n == -EPROTO ? -ECONNRESET : (int)n;
+	return true;
+}
+
+/* A send completed on a TLS backend connection: true when the state machine's own send is done (*res its size). */
+static bool up_tls_sent(struct upconn *u, int *res)
+{
+	if (!u->tls_sending) {
+		/* The no-op of up_tls_send_plain. */
+		*res = u->tls_wfail ? -EPROTO : (int)u->tls_plain;
+		u->tls_wfail = false;
+		return true;
+	}
+	u->tls_sending = false;
+	if (u->closing)
+		return false;
+	if (*res < 0) {
+		if (u->send_busy)
+			return true;
+		if (!tls_up_ready(u->tls))
+			up_tls_hs_fail(u, *res); /* a handshake flight could not go out */
+		return false;
+	}
+	if (tls_up_out_sent(u->tls, (size_t)*res)) {
+		up_tls_flush(u);
+		return false;
+	}
+	if (u->send_busy) {
+		*res = (int)u->tls_plain;
+		return true;
+	}
+	return false;
+}
+
 /* ---- upstream connections ---------------------------------------------------- */
 
 static void up_close(struct upconn *u)
@@ -708,6 +942,13 @@ static void client_close(struct client *c)
 		up_close(c->up);
 		c->up = NULL;
 	}
+	if (c->retry_armed) {
+		/* A timer is not an operation on the fd: cancel_fd would not end it. */
+		struct io_uring_sqe *sqe = worker_sqe(c->w);
+
+		io_uring_prep_timeout_remove(sqe, op_data(c, OP_RETRY), 0);
+		io_uring_sqe_set_data64(sqe, OP_IGNORE);
+	}
 	dlist_del(&c->node);
 	dlist_add_tail(&c->w->dead_clients, &c->node);
 	if (c->pending)
@@ -715,48 +956,14 @@ static void client_close(struct client *c)
 }
 
 /*
- * Metrics keep the layout of the configuration clawd started with: after a
- * reload, listeners, routes and servers are found there by name (servers by
- * address); a route or server it does not know counts as none, a listener it
- * does not know is not counted (docs/operations.md).
+ * Counted under the names of the exchange's own configuration (its
+ * generation's slot map, metrics.h): a route added by a reload has its own
+ * series at once. The key id only where the gate ran (a route matched).
  */
 static void metrics_record_mapped(struct worker *w, struct client *c, const struct alog_entry *e)
 {
-	const struct config *m = w->metrics_cfg, *cfg = c->gen->snap->cfg;
-	int l = (int)c->listener, r = c->route, p = c->pool, s = c->server;
-
-	if (m && m != cfg) {
-		l = config_listener_index(m, cfg->listeners[c->listener].name);
-		if (l < 0)
-			return;
-		if (r >= 0) {
-			const char *name = cfg->routes[r].name;
-
-			r = -1;
-			for (unsigned i = 0; i < m->nroutes; i++)
-				if (!strcmp(m->routes[i].name, name)) {
-					r = (int)i;
-					break;
-				}
-		}
-		if (p >= 0) {
-			const struct net_addr *a = s >= 0 ? &cfg->upstreams[p].servers[s].addr : NULL;
-
-			p = config_upstream_index(m, cfg->upstreams[p].name);
-			s = -1;
-			for (unsigned i = 0; p >= 0 && a && i < m->upstreams[p].nservers; i++) {
-				const struct net_addr *b = &m->upstreams[p].servers[i].addr;
-
-				if (a->len == b->len && !memcmp(&a->ss, &b->ss, a->len)) {
-					s = (int)i;
-					break;
-				}
-			}
-			if (s < 0)
-				p = -1;
-		}
-	}
-	metrics_record(w->metrics, e, (unsigned)l, r, p, s);
+	metrics_record_map(w->metrics, c->gen->mmap, e, c->listener, c->route, c->pool, c->server,
+			   c->route >= 0 ? c->gv.key_id : NULL);
 }
 
 static void log_exchange(struct client *c)
@@ -793,6 +1000,7 @@ static void log_exchange(struct client *c)
 	e.total_ns = w->now_ns - c->t_start_ns;
 	e.request_id = c->request_id[0] ? c->request_id : NULL;
 	e.error = c->error;
+	e.retries = c->nretries;
 	e.listener = cfg->listeners[c->listener].name;
 	if (c->trace_id[0]) {
 		e.trace_id = c->trace_id;
@@ -841,11 +1049,20 @@ static int exchange_splice(struct client *c)
 
 	/* A TLS connection never splices: its bytes on the wire are records, not HTTP. */
 	if (c->tls || !splice_wanted(wcfg(w), c->route) || !c->keep_alive || w->draining || c->closing ||
-	    !c->have_req || !c->req_body_done || c->status < 200 || c->status >= 400 ||
-	    c->pending || c->send_busy || !u->resp_done || !u->reusable || u->off != u->len ||
-	    u->pending || u->send_busy || u->recv_armed)
+	    !c->have_req || !c->req_body_done || c->status < 200 || c->status >= 400)
 		return -EAGAIN;
-	rc = splice_handoff(w, c->fd, u->fd, c->in + used, c->in_len - used, &o);
+	/* Bytes the backend sent right behind its response (u->overrun) are handed
+	 * on to the client by the splice module, never parsed here. Anything else
+	 * still in flight keeps the connection in HTTP, counted as a fallback. */
+	if (c->pending || c->send_busy || !u->resp_done || !(u->reusable || u->overrun) ||
+	    u->pending || u->send_busy || u->recv_armed || u->tls) {
+		splice_fallback(u->tls ? "the backend connection is TLS"
+			       : !(u->reusable || u->overrun) ? "the backend will not keep the connection"
+			       : "an operation was still in flight when the first exchange ended");
+		return -EAGAIN;
+	}
+	rc = splice_handoff(w, c->fd, u->fd, c->in + used, c->in_len - used, u->buf + u->off,
+			    u->len - u->off, &o);
 	if (rc == -EAGAIN)
 		return rc;
 	/* Handed off (the splice module holds its own fds) or refused: we are done here. */
@@ -1100,6 +1317,8 @@ static void exchange_begin(struct client *c)
 	c->pool = c->server = -1;
 	c->ntried = 0;
 	c->nskipped = 0;
+	c->nretries = c->try_base = 0;
+	c->conn_retry = false;
 	c->up = NULL;
 	c->req_body_done = c->req.body == HTTP1_BODY_NONE;
 	c->req_sent = c->resp_started = c->lb_begun = false;
@@ -1137,6 +1356,7 @@ static void exchange_begin(struct client *c)
 		return;
 	}
 	c->pool = r->upstream;
+	retry_budget_request(&w->lb[c->pool].retry, w->now_ms);
 	set_deadline(c, DL_NONE, 0);
 	/* The client waits for our word before sending a body it announced. */
 	if (c->req.expect_continue && !c->req_body_done && c->in_len == c->req.head_len &&
@@ -1234,11 +1454,23 @@ static void client_unavailable(struct client *c, int kind)
 			      c->req_body_done);
 }
 
+/* A pick after a failed connect is a connect_failure retry: counted once it goes out. */
+static void retry_note_connect(struct client *c)
+{
+	if (!c->conn_retry)
+		return;
+	c->conn_retry = false;
+	retry_count(&c->w->snap->pools[c->pool].retry, RETRY_CONNECT_FAILURE);
+}
+
 static void exchange_connect(struct client *c)
 {
 	struct worker *w = c->w;
 	const struct cfg_upstream *uc = &wcfg(w)->upstreams[c->pool];
 	unsigned tries = uc->connect_tries ? uc->connect_tries : 1;
+	/* Without connect_failure in retry.on a refused connect ends the request (docs/retries.md). */
+	if (!(uc->retry.on & RETRY_BIT(RETRY_CONNECT_FAILURE)))
+		tries = 1;
 	struct upconn *u;
 	int s;
 
@@ -1253,7 +1485,7 @@ static void exchange_connect(struct client *c)
 		c->brk_pool = true;
 	}
 	for (;;) {
-		if (c->ntried - c->nskipped >= tries || c->ntried >= MAX_TRIES) {
+		if (c->ntried - c->nskipped - c->try_base >= tries || c->ntried >= MAX_TRIES) {
 			client_fail(c, c->status ? c->status : 502, c->error ? c->error
 									     : "no backend reachable");
 			return;
@@ -1290,6 +1522,7 @@ static void exchange_connect(struct client *c)
 		u = up_take_idle(w, c->pool, s);
 		if (u) {
 			STAT_ADD(w, upstream_reuses, 1);
+			retry_note_connect(c);
 			u->owner = c;
 			u->reused = true;
 			c->up = u;
@@ -1303,6 +1536,7 @@ static void exchange_connect(struct client *c)
 		c->error = "cannot create backend socket";
 	}
 	STAT_ADD(w, upstream_connects, 1);
+	retry_note_connect(c);
 	u->owner = c;
 	u->reused = false;
 	c->up = u;
@@ -1337,18 +1571,25 @@ static void on_up_connect(struct upconn *u, int res)
 
 		snprintf(why, sizeof(why), "connect to %s: %s",
 			 c->w->snap->server_names[c->pool][c->server],
-			 res == -ECANCELED ? "timed out" : strerror(-res));
+			 res == -ECANCELED ? "timed out" : u->tls && res == -EPROTO ? "TLS handshake failed"
+						       : strerror(-res));
 		log_warn("route %s: %s", wcfg(c->w)->routes[c->route].name, why);
 		c->status = res == -ECANCELED || res == -ETIMEDOUT ? 504 : 502;
-		c->error = res == -ECANCELED ? "backend connect timeout" : "backend connect failed";
+		c->error = res == -ECANCELED ? "backend connect timeout"
+			   : u->tls && res == -EPROTO ? "backend TLS handshake failed" : "backend connect failed";
 		health_observe(&c->w->snap->pools[u->pool], u->server,
 			       c->status == 504 ? HEALTH_TIMEOUT : HEALTH_CONNECT_FAIL, c->w->now_ns);
 		c->up = NULL;
 		up_close(u);
+		c->conn_retry = true;
 		exchange_connect(c);
 		return;
 	}
 	u->connected = true;
+	if (u->gen->snap->cfg->upstreams[u->pool].tls) {
+		up_tls_start(u); /* the request follows the handshake */
+		return;
+	}
 	exchange_send_request(c);
 }
 
@@ -1505,10 +1746,114 @@ static bool maybe_replay(struct client *c, struct upconn *u)
 	return true;
 }
 
+/* ---- retries (retry.h): a failed attempt goes again, elsewhere, after a jittered pause ---- */
+
+static bool server_usable(const void *ctx, unsigned i)
+{
+	const struct lb_pool *p = ctx;
+
+	return lb_server_ok(&p->servers[i]);
+}
+
+/*
+ * Tries the request again when the pool's retry policy allows it: only while
+ * nothing of any response has gone to the client. false leaves the caller to
+ * end the exchange as it would without retries.
+ */
+static bool exchange_retry(struct client *c, enum retry_reason why)
+{
+	struct worker *w = c->w;
+	const struct config *cfg = wcfg(w);
+	enum retry_refuse refuse = RETRY_REFUSE_N;
+	struct io_uring_sqe *sqe;
+	struct lb_pool *p;
+	uint64_t delay = 0;
+	unsigned n;
+
+	if (c->pool < 0 || c->route < 0 || c->closing || c->resp_started || c->bytes_out ||
+	    c->send_busy)
+		return false;
+	p = &w->snap->pools[c->pool];
+	struct retry_ask a = {
+		.reason = why,
+		.done = c->nretries,
+		.idempotent = retry_method_idempotent(c->req.method, c->req.method_len) ||
+			      cfg->routes[c->route].retry_non_idempotent,
+		.replayable = c->replayable && c->req_body_done,
+		.now_ms = w->now_ms,
+		.deadline_ms = c->req_deadline_ms,
+	};
+	switch (retry_decide(&cfg->upstreams[c->pool].retry, &w->lb[c->pool].retry, &a, &w->rng,
+			     &delay, &refuse)) {
+	case RETRY_NO:
+		return false;
+	case RETRY_REFUSED:
+		retry_count_refused(&p->retry, refuse);
+		return false;
+	case RETRY_GO:
+		break;
+	}
+	retry_count(&p->retry, why);
+	c->nretries++;
+	log_debug("route %s: retry %u of %s after %s from %s in %llums", cfg->routes[c->route].name,
+		  c->nretries, cfg->upstreams[c->pool].name, retry_reason_name(why),
+		  w->snap->server_names[c->pool][c->server], (unsigned long long)delay);
+	if (c->up) {
+		struct upconn *u = c->up;
+
+		/* Whatever the backend still sends for this attempt is discarded with the connection. */
+		u->reusable = false;
+		c->up = NULL;
+		up_close(u);
+	}
+	if (c->lb_begun) {
+		lb_end(p, c->server, c->t_resp_ns && c->t_sent_ns ? c->t_resp_ns - c->t_sent_ns : 0,
+		       w->now_ns);
+		c->lb_begun = false;
+	}
+	c->t_resp_ns = 0;
+	c->status = 0; /* nothing was answered yet; the error of the attempt stays for the log */
+	n = retry_exclude(c->tried, c->ntried, MAX_TRIES - 1, c->server, p->nservers, server_usable, p);
+	if (n != c->ntried) {
+		c->ntried = n;
+		c->nskipped = 0;
+	}
+	c->try_base = c->ntried - c->nskipped;
+	/* The whole request is in c->in (replayable): send it again from its start. */
+	c->body_off = c->req.head_len;
+	c->body_left = c->req.body == HTTP1_BODY_LENGTH ? c->req.content_length : 0;
+	c->body_seen = 0;
+	c->bytes_in = c->req.head_len;
+	c->req_body_done = c->req.body == HTTP1_BODY_NONE ||
+			   (c->req.body == HTTP1_BODY_LENGTH && c->req.content_length == 0);
+	http1_chunked_init(&c->chunk);
+	c->state = CS_RETRY_WAIT;
+	set_deadline(c, DL_NONE, 0);
+	/* The worker never sleeps: the pause is an io_uring timeout (timeouts.request still runs). */
+	c->retry_ts.tv_sec = (long long)(delay / 1000);
+	c->retry_ts.tv_nsec = (long long)(delay % 1000) * 1000000;
+	sqe = worker_sqe(w);
+	io_uring_prep_timeout(sqe, &c->retry_ts, 0, 0);
+	io_uring_sqe_set_data64(sqe, op_data(c, OP_RETRY));
+	c->pending++;
+	c->retry_armed = true;
+	return true;
+}
+
+static void on_retry_timer(struct client *c)
+{
+	c->retry_armed = false;
+	if (c->closing || c->state != CS_RETRY_WAIT)
+		return;
+	exchange_connect(c);
+}
+
 static void on_up_send(struct upconn *u, int res)
 {
 	struct client *c = u->owner;
 
+	if (u->tls && !up_tls_sent(u, &res))
+		return;
 	u->send_busy = false;
 	if (!c) {
 		if (u->closing)
@@ -1525,6 +1870,8 @@ static void on_up_send(struct upconn *u, int res)
 			c->keep_alive = false;
 			return;
 		}
+		if (exchange_retry(c, RETRY_RESET))
+			return;
 		client_fail(c, 502, "backend closed while receiving the request");
 		return;
 	}
@@ -1664,8 +2011,10 @@ static void resp_forward(struct client *c, struct upconn *u, uint32_t head_len)
 	}
 	/* Decoded chunk data sits at the front of the consumed span; the rest was framing. */
 	u->off += take + skip;
-	if (u->resp_done && u->off != u->len)
+	if (u->resp_done && u->off != u->len) {
+		u->overrun = u->reusable;
 		u->reusable = false; /* the backend sent more than the response */
+	}
 	c->bytes_out += head_len + take;
 	if (c->iov[0].iov_len == 0) {
 		/* Nothing to send (bodiless response fully handled or empty read). */
@@ -1739,6 +2088,10 @@ static void up_process(struct upconn *u)
 	c->status = u->resp.status;
 	health_observe(&c->w->snap->pools[u->pool], u->server,
 		       c->status >= 500 ? HEALTH_5XX : HEALTH_OK, c->w->now_ns);
+	/* Decided on the head alone: not a byte of this response has reached the client. */
+	int rs = retry_reason_of_status(c->status);
+	if (rs >= 0 && exchange_retry(c, (enum retry_reason)rs))
+		return;
 	if (!u->resp.keep_alive)
 		u->reusable = false;
 	if (u->resp.body == HTTP1_BODY_CLOSE)
@@ -1778,6 +2131,8 @@ static void on_up_recv(struct upconn *u, int res)
 	u->recv_armed = false;
 	if (u->closing)
 		return;
+	if (u->tls && !up_tls_recv_done(u, &res))
+		return;
 	if (!c) {
 		/* Idle in the pool: the server closed it, or sent bytes nobody asked for. */
 		up_detach_idle(u);
@@ -1803,6 +2158,8 @@ static void on_up_recv(struct upconn *u, int res)
 			exchange_end(c, true);
 			return;
 		}
+		if (exchange_retry(c, RETRY_RESET))
+			return;
 		client_fail(c, 502, res == 0 ? "backend closed without a response"
 					     : "backend connection reset");
 		return;
@@ -1891,10 +2248,57 @@ static void on_client_send(struct client *c, int res)
 	}
 }
 
+/*
+ * An idle connection's time is up. Its recv may already have brought a
+ * request that is waiting to be processed, or one may be in the socket:
+ * closing now would lose it (and reset the connection). So the recv is
+ * cancelled first and the connection closed only when the recv ends with
+ * no byte and none is waiting (on_client_recv); bytes are served instead.
+ */
+static void idle_close(struct client *c)
+{
+	struct io_uring_sqe *sqe;
+
+	if (c->idle_cancel || !c->recv_armed || c->state != CS_HEAD || c->in_len) {
+		client_close(c);
+		return;
+	}
+	sqe = worker_sqe(c->w);
+	io_uring_prep_cancel64(sqe, op_data(c, OP_CLIENT_RECV), 0);
+	io_uring_sqe_set_data64(sqe, OP_IGNORE);
+	c->idle_cancel = true;
+	/* Should the cancel find nothing to cancel (a TLS no-op, say), close for sure later. */
+	set_deadline(c, DL_IDLE, DRAIN_IDLE_MS);
+}
+
+/* The recv of an idle_close ended: true when the connection was closed, false to serve res. */
+static bool idle_close_done(struct client *c, int res)
+{
+	int avail = 0;
+
+	c->idle_cancel = false;
+	if (res > 0)
+		return false;
+	if (res < 0 && res != -ECANCELED) {
+		client_close(c);
+		return true;
+	}
+	if (res == -ECANCELED && ioctl(c->fd, FIONREAD, &avail) == 0 && avail > 0) {
+		/* A request came in as we gave up on it: read and serve it. */
+		set_deadline(c, DL_HEADER, wcfg(c->w)->timeouts.client_header_ms);
+		arm_client_recv(c);
+		return true;
+	}
+	client_close(c);
+	return true;
+}
+
 static void on_client_recv(struct client *c, int res)
 {
 	c->recv_armed = false;
 	if (c->closing)
+		return;
+	if (c->idle_cancel && idle_close_done(c, res))
 		return;
 	if (c->tls && !tls_recv_done(c, &res))
 		return;
@@ -1924,7 +2328,8 @@ static void on_client_recv(struct client *c, int res)
 			exchange_end(c, true);
 			return;
 		}
-		if (c->state == CS_WAIT_RESP || c->state == CS_RESP || c->state == CS_LOCAL) {
+		if (c->state == CS_WAIT_RESP || c->state == CS_RESP || c->state == CS_LOCAL ||
+		    c->state == CS_RETRY_WAIT) {
 			/* Half-close after the request is complete is legal: keep answering. */
 			if (res == 0) {
 				c->keep_alive = false;
@@ -1996,6 +2401,14 @@ void proxy_complete(struct worker *w, void *obj, enum op op, int res, unsigned f
 		on_up_send(u, res);
 		return;
 	}
+	case OP_RETRY: {
+		struct client *c = obj;
+
+		worker_enter(w, c->gen);
+		c->pending--;
+		on_retry_timer(c);
+		return;
+	}
 	case OP_SPLICE:
 		splice_complete(w, obj, res, flags);
 		return;
@@ -2021,10 +2434,14 @@ void proxy_tick(struct worker *w)
 
 		worker_enter(w, c->gen);
 
+		uint64_t req_dl = c->req_deadline_ms;
+
 		c->deadline_ms = 0;
 		c->req_deadline_ms = 0;
 		switch (k) {
 		case DL_IDLE:
+			idle_close(c);
+			break;
 		case DL_LINGER:
 			client_close(c);
 			break;
@@ -2041,6 +2458,13 @@ void proxy_tick(struct worker *w)
 			    (!whole || c->state == CS_WAIT_RESP))
 				health_observe(&w->snap->pools[c->pool], c->server, HEALTH_TIMEOUT,
 					       w->now_ns);
+			if (!whole && c->up) {
+				/* A retry still answers to the whole-request limit. */
+				c->req_deadline_ms = req_dl;
+				if (exchange_retry(c, RETRY_TIMEOUT))
+					break;
+				c->req_deadline_ms = 0;
+			}
 			client_fail(c, 504, whole ? "request timeout" : "backend response timeout");
 			break;
 		case DL_RESP_BODY:
@@ -2055,18 +2479,32 @@ void proxy_tick(struct worker *w)
 	/* Idle pooled connections are not timed here; the server's own idle close is seen by the armed recv. */
 }
 
-/* Graceful stop: idle connections go now, busy ones after their exchange. */
+/*
+ * Graceful stop: busy connections close after their exchange. An idle
+ * keep-alive connection is not closed at once: a client may be sending its
+ * next request on it right now, and would see the close instead of an answer
+ * (HAProxy before 2.4, and with idle-close-on-response, does the same). Its
+ * next request is served with "Connection: close"; if none comes within
+ * DRAIN_IDLE_MS (never later than the drain deadline, nor its own idle
+ * timeout) it is closed the way an idle timeout closes it (idle_close).
+ */
 void proxy_drain(struct worker *w)
 {
 	struct dlist *pos, *tmp;
+	uint64_t until = w->now_ms + DRAIN_IDLE_MS;
 
+	if (until > w->drain_deadline_ms)
+		until = w->drain_deadline_ms;
 	dlist_for_each_safe(pos, tmp, &w->clients) {
 		struct client *c = dlist_entry(pos, struct client, node);
 
 		c->keep_alive = false;
-		worker_enter(w, c->gen);
-		if (!c->closing && c->state == CS_HEAD && c->in_len == 0)
-			client_close(c);
+		if (c->closing || c->state != CS_HEAD || c->in_len != 0 || c->idle_cancel)
+			continue;
+		if (!c->deadline_ms || c->deadline_ms > until) {
+			c->dl_kind = DL_IDLE;
+			c->deadline_ms = until > w->now_ms ? until : w->now_ms;
+		}
 	}
 	/* Only the newest generation keeps idle connections (up_release). */
 	worker_enter(w, w->cur);
@@ -2147,6 +2585,7 @@ void proxy_reap(struct worker *w)
 		dlist_del(&u->node);
 		close(u->fd);
 		breaker_conn_close(&u->gen->snap->pools[u->pool], (unsigned)u->server);
+		tls_up_free(u->tls);
 		w->nupconns--;
 		worker_gen_put(w, u->gen);
 		free(u->buf);

@@ -10,13 +10,16 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "backends.h"
 #include "config.h"
 #include "control.h"
 #include "fileio.h"
+#include "gate.h"
 #include "health.h"
 #include "log.h"
 #include "metrics.h"
 #include "netaddr.h"
+#include "tls.h"
 #include "worker.h"
 
 #define RELOAD_FILE_MAX (16u << 20)  /* the same cap config_load has */
@@ -99,24 +102,6 @@ static bool uses_splice(const struct config *cfg)
 	return false;
 }
 
-static bool uses_tls(const struct config *cfg)
-{
-	for (unsigned i = 0; i < cfg->nlisteners; i++)
-		if (cfg->listeners[i].tls)
-			return true;
-	return false;
-}
-
-static bool uses_gate(const struct config *cfg)
-{
-	if (cfg->ntiers)
-		return true;
-	for (unsigned i = 0; i < cfg->nroutes; i++)
-		if (cfg->routes[i].auth.type != CFG_AUTH_NONE || cfg->routes[i].nrate_limits)
-			return true;
-	return false;
-}
-
 /*
  * Sections whose modules were set up once at start-up (docs/operations.md):
  * a change to them is refused with the reason, the running config kept.
@@ -132,7 +117,6 @@ static int check_fixed(struct reloader *r, const struct config *ocfg, const stru
 		{ "state_dir", "the state directory" },
 		{ "guard", "the packet guard" },
 		{ "admin", "the admin listener and metrics" },
-		{ "tiers", "API key tiers" },
 		{ "splice", "the sockmap splice" },
 		{ "limits", "connection buffers" },
 	};
@@ -143,20 +127,16 @@ static int check_fixed(struct reloader *r, const struct config *ocfg, const stru
 				 fixed[i].key, fixed[i].who);
 			return -EPERM;
 		}
-	if ((uses_tls(ocfg) || uses_tls(ncfg)) && section_changed(r, ntext, nlen, "listeners")) {
-		snprintf(msg, msglen, "reload: listeners section changed while a listener has tls; "
-			 "restart to apply");
-		return -EPERM;
-	}
-	if ((r->fx.gate_on || uses_gate(ncfg)) && !r->fx.gate_on) {
-		snprintf(msg, msglen, "reload: routes section turns on auth or rate limits; "
-			 "restart to apply");
-		return -EPERM;
-	}
-	if ((r->fx.gate_on || uses_gate(ocfg)) && section_changed(r, ntext, nlen, "routes")) {
-		snprintf(msg, msglen, "reload: routes section changed while auth or rate limits are "
-			 "on; restart to apply");
-		return -EPERM;
+	/* Without the gate (it failed to start) a route with auth or limits could only answer 503. */
+	if (!r->fx.gate) {
+		for (unsigned i = 0; i < ncfg->nroutes; i++)
+			if (ncfg->routes[i].auth.type != CFG_AUTH_NONE || ncfg->routes[i].nrate_limits ||
+			    ncfg->ntiers) {
+				snprintf(msg, msglen, "reload: route %s has auth or rate limits but the "
+					 "admission gate is not running; restart to apply",
+					 ncfg->routes[i].name);
+				return -EPERM;
+			}
 	}
 	if ((uses_splice(ocfg) || uses_splice(ncfg)) &&
 	    (section_changed(r, ntext, nlen, "routes") || section_changed(r, ntext, nlen, "listeners") ||
@@ -265,7 +245,8 @@ static void wait_workers(struct worker_set *ws, const uint64_t *before)
 		 RELOAD_ACK_MS);
 }
 
-static int reload_locked(struct reloader *r, char *msg, size_t msglen)
+/* A reload (edit NULL: the file read again) or a runtime server change (edit: the running text). */
+static int reload_build(struct reloader *r, reload_edit_fn edit, void *arg, char *msg, size_t msglen)
 {
 	struct agent *a = r->a;
 	struct worker_set *ws = a->workers;
@@ -275,12 +256,22 @@ static int reload_locked(struct reloader *r, char *msg, size_t msglen)
 	char *text = NULL;
 	size_t len = 0;
 	int **fds = NULL;
+	struct tls_reg *tls = NULL;
 	uint64_t *before = NULL;
-	unsigned opened = 0, closed = 0;
+	unsigned opened = 0, closed = 0, nl = 0;
 	bool share;
 	int rc;
 
-	rc = fileio_read(a->config_path, RELOAD_FILE_MAX, 0, &text, &len, NULL, msg, msglen);
+	if (!edit) {
+		rc = fileio_read(a->config_path, RELOAD_FILE_MAX, 0, &text, &len, NULL, msg, msglen);
+	} else if (!r->text || !(text = strndup(r->text, r->text_len))) {
+		snprintf(msg, msglen, "the running file's text is not known (see the start-up log); "
+			 "reload first");
+		rc = -ENODATA;
+	} else {
+		len = r->text_len;
+		rc = 0;
+	}
 	if (rc)
 		return rc;
 	rc = config_load_string(text, len, a->config_path, &ncfg, msg, msglen);
@@ -288,6 +279,21 @@ static int reload_locked(struct reloader *r, char *msg, size_t msglen)
 		goto out;
 	if ((rc = check_fixed(r, ocfg, ncfg, text, len, msg, msglen)))
 		goto out;
+	/* Runtime server changes over the file's pools: the edit's, or those in force (backends.h). */
+	if ((rc = edit ? edit(arg, ncfg, msg, msglen) : backends_rt_apply(r->fx.brt, ncfg, msg, msglen)))
+		goto out;
+	/*
+	 * Every certificate and key read again (files may have changed in place): all or
+	 * nothing. A runtime server change keeps the running file, so its view stays.
+	 */
+	if (!edit && old->tls && (rc = tls_rebuild(old->tls, ncfg, &tls, msg, msglen))) {
+		size_t l = strlen(msg);
+
+		if (l + 40 < msglen)
+			snprintf(msg + l, msglen - l, "; the running certificates stay");
+		goto out;
+	}
+	nl = ncfg->nlisteners;
 	rc = open_listeners(ocfg, ncfg, ws->n, &fds, &opened, msg, msglen);
 	if (rc)
 		goto out;
@@ -299,7 +305,7 @@ static int reload_locked(struct reloader *r, char *msg, size_t msglen)
 		closed += !kept;
 	}
 	/* Same upstreams text: the same pools, so health, drains and breakers go on untouched. */
-	share = !section_changed(r, text, len, "upstreams");
+	share = !edit && !section_changed(r, text, len, "upstreams");
 	before = calloc(ws->n ? ws->n : 1, sizeof(*before));
 	if (!before) {
 		rc = -ENOMEM;
@@ -312,6 +318,18 @@ static int reload_locked(struct reloader *r, char *msg, size_t msglen)
 		goto out;
 	}
 	ncfg = NULL; /* the snapshot owns it */
+	/* Auth, limits and tiers follow the new routes (gate.h); from here on nothing can fail. */
+	if (r->fx.gate && (rc = gate_reload(r->fx.gate, ns->cfg, msg, msglen))) {
+		snapshot_put(ns);
+		ns = NULL;
+		goto out;
+	}
+	if (tls) {
+		tls_put(ns->tls);
+		ns->tls = tls; /* the snapshot's reference */
+		tls = NULL;
+		tls_publish(ns->tls);
+	}
 	for (unsigned i = 0; i < ws->n; i++) {
 		struct wpublish *p = calloc(1, sizeof(*p));
 
@@ -340,18 +358,39 @@ static int reload_locked(struct reloader *r, char *msg, size_t msglen)
 	r->text = text;
 	r->text_len = len;
 	text = NULL;
-	__atomic_store_n(&a->loaded_at, (uint64_t)time(NULL), __ATOMIC_RELAXED);
-	atomic_fetch_add(&a->reloads, 1);
+	if (!edit) {
+		__atomic_store_n(&a->loaded_at, (uint64_t)time(NULL), __ATOMIC_RELAXED);
+		atomic_fetch_add(&a->reloads, 1);
+	}
+	/* The check thread moves to the new pools; the runtime server set built into them takes force. */
+	health_adopt(r->fx.health, ns);
+	backends_rt_published(r->fx.brt, ns);
 	snprintf(msg, msglen, "%s reloaded: %u listeners, %u routes, %u upstreams (%s); "
 		 "%u listeners opened, %u closed", a->config_path, ns->cfg->nlisteners,
 		 ns->cfg->nroutes, ns->cfg->nupstreams, share ? "pools kept" : "pools rebuilt",
 		 opened, closed);
 out:
 	if (fds)
-		fds_close(fds, ws->n, ncfg ? ncfg->nlisteners : ns ? ns->cfg->nlisteners : 0);
+		fds_close(fds, ws->n, nl);
 	free(before);
+	tls_put(tls);
 	config_free(ncfg);
 	free(text);
+	return rc;
+}
+
+static int reload_locked(struct reloader *r, char *msg, size_t msglen)
+{
+	return reload_build(r, NULL, NULL, msg, msglen);
+}
+
+int reload_republish(struct reloader *r, reload_edit_fn edit, void *arg, char *msg, size_t msglen)
+{
+	int rc;
+
+	pthread_mutex_lock(&r->lock);
+	rc = reload_build(r, edit, arg, msg, msglen);
+	pthread_mutex_unlock(&r->lock);
 	return rc;
 }
 
@@ -369,47 +408,6 @@ int reload_run(struct reloader *r, char *msg, size_t msglen)
 		log_notice("%s", msg);
 	}
 	return rc;
-}
-
-void reload_sync(struct reloader *r)
-{
-	struct snapshot *live, *h = r->fx.health_snap;
-	struct timespec ts;
-	uint64_t now;
-
-	if (!h)
-		return;
-	live = reload_live(r->a);
-	if (live->pools == h->pools) {
-		snapshot_put(live);
-		return;
-	}
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	now = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-	for (unsigned p = 0; p < live->cfg->nupstreams; p++) {
-		struct lb_pool *lp = &live->pools[p];
-		int hp = config_upstream_index(h->cfg, live->cfg->upstreams[p].name);
-
-		for (unsigned s = 0; hp >= 0 && s < lp->nservers; s++) {
-			int hs = snapshot_server_match(&h->pools[hp], lp, s);
-			struct lb_server *d;
-			const struct lb_server *o;
-
-			if (hs < 0)
-				continue;
-			d = &lp->servers[s];
-			o = &h->pools[hp].servers[hs];
-			/* Active checks and operator commands act on the checker's pools. */
-			atomic_store(&d->down, atomic_load(&o->down));
-			atomic_store(&d->draining, atomic_load(&o->draining));
-			atomic_store(&d->weight_rt, atomic_load(&o->weight_rt));
-			if (atomic_load(&o->ramp_start_ns) > atomic_load(&d->ramp_start_ns))
-				atomic_store(&d->ramp_start_ns, atomic_load(&o->ramp_start_ns));
-		}
-		/* Passive ejections in these pools end, and slow start ramps, on this tick. */
-		health_tick(lp, now);
-	}
-	snapshot_put(live);
 }
 
 static int cmd_reload(void *ctx, const struct control_req *req, struct jsonw *w, char *err,
@@ -473,6 +471,16 @@ int reload_create(struct reloader **out, struct agent *a, const struct reload_fi
 	pthread_mutex_init(&r->lock, NULL);
 	*out = r;
 	return 0;
+}
+
+void reload_hold(struct reloader *r)
+{
+	pthread_mutex_lock(&r->lock);
+}
+
+void reload_release(struct reloader *r)
+{
+	pthread_mutex_unlock(&r->lock);
 }
 
 void reload_free(struct reloader *r)

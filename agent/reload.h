@@ -6,15 +6,20 @@
 #include <stddef.h>
 
 struct agent;
+struct backends_rt;
+struct config;
 struct control;
+struct health;
 struct metrics;
 struct reloader;
 struct snapshot;
 
 /* What the running agent has on that a reload cannot change live (see docs/operations.md). */
 struct reload_fixed {
-	struct snapshot *health_snap; /* pools the health checker runs on, NULL when health is off */
+	struct health *health;        /* the check thread: adopts the pools of each published snapshot; NULL when off */
+	struct backends_rt *brt;      /* runtime server changes laid over the file's pools (backends.h), or NULL */
 	bool gate_on;                 /* API keys / limits are enforced (gate.c) */
+	struct gate *gate;            /* the admission gate a reload hands the new config to, or NULL */
 };
 
 /*
@@ -38,13 +43,20 @@ int reload_register_commands(struct reloader *r, struct control *c);
 int reload_register_metrics(struct reloader *r, struct metrics *m);
 
 /*
- * Called about every 100 ms by the main thread: pools rebuilt by a reload get
- * the health checker's verdicts and operator drains for the servers it checks
- * (same pool name and address), and their ejection timers and slow start run.
+ * Runtime server changes (backends add/remove): under the reload lock, parses
+ * the running file's text again (no file read), lets edit change the parsed
+ * configuration (it lays the runtime servers over it) and publishes the
+ * result like a reload, pools rebuilt. Not counted as a reload. 0, or a
+ * negative errno with the reason (edit's own when it refused) in msg.
  */
-void reload_sync(struct reloader *r);
+typedef int (*reload_edit_fn)(void *arg, struct config *cfg, char *msg, size_t msglen);
+int reload_republish(struct reloader *r, reload_edit_fn edit, void *arg, char *msg, size_t msglen);
 
 /* The live snapshot with a reference for the caller (snapshot_put it). */
 struct snapshot *reload_live(struct agent *a);
+
+/* Holds off reloads and republishes (binary upgrade: the listener set must not change meanwhile). */
+void reload_hold(struct reloader *r);
+void reload_release(struct reloader *r);
 
 #endif

@@ -4,12 +4,14 @@
 #include <string.h>
 
 #include "netaddr.h"
+#include "tls.h"
 #include "worker.h"
 
 static void snapshot_free(struct snapshot *s)
 {
 	struct config *cfg = s->cfg;
 
+	tls_put(s->tls); /* its TLS view (tls.h); connections made from it hold their own */
 	if (s->pools_owner) {
 		/* Pools and names are the owner's. */
 		snapshot_put(s->pools_owner);
@@ -152,7 +154,7 @@ int snapshot_create_from(struct config *cfg, struct snapshot *old, bool share_po
 		snapshot_get(s->pools_owner);
 		s->pools = old->pools;
 		s->server_names = old->server_names;
-		s->tls = old->tls;
+		s->tls = tls_get(old->tls);
 		s->cfg = cfg;
 		atomic_init(&s->refs, 1);
 		*out = s;
@@ -161,7 +163,7 @@ int snapshot_create_from(struct config *cfg, struct snapshot *old, bool share_po
 	err = snapshot_create(cfg, &s);
 	if (err)
 		return err;
-	s->tls = old->tls;
+	s->tls = tls_get(old->tls);
 	for (unsigned i = 0; i < cfg->nupstreams; i++) {
 		int op = config_upstream_index(old->cfg, cfg->upstreams[i].name);
 

@@ -5,6 +5,7 @@
 #include <bpf/libbpf.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/sockios.h>
 #include <netinet/in.h>
 #include <linux/tcp.h>
@@ -111,7 +112,7 @@ static struct splice *g_sp;            /* the loaded program, or NULL */
 static _Atomic int g_mode = -1;        /* enum cfg_splice_enabled of the running config */
 static _Atomic bool g_warned;          /* the fallback was logged */
 static _Atomic uint64_t g_fallbacks;   /* connections relayed in userspace because splice was unavailable */
-static char g_why[160];                /* why the program is not loaded */
+static char g_why[512];                /* why the program is not loaded */
 
 static uint64_t now_realtime_ns(void)
 {
@@ -163,10 +164,77 @@ static int prepare_dir(const char *dir, char *err, size_t errlen)
 	return 0;
 }
 
+/* Verifier log kept for a failed load: its last lines name the reason. */
+#define SPLICE_VLOG_SIZE (1u << 20)
+
+/*
+ * The verifier's own reason in log: its last line that is not one of the
+ * statistics it prints at the end; "" when there is none (the failure came
+ * before the verifier, e.g. CO-RE without kernel BTF).
+ */
+static void verifier_reason(char *log, char *out, size_t outlen)
+{
+	char *end = log ? log + strlen(log) : NULL;
+
+	out[0] = '\0';
+	while (end && end > log) {
+		char *line = end;
+		size_t n;
+
+		while (line > log && line[-1] != '\n')
+			line--;
+		n = (size_t)(end - line);
+		while (n && (line[n - 1] == '\n' || line[n - 1] == ' '))
+			n--;
+		end = line > log ? line - 1 : log;
+		if (!n || !strncmp(line, "processed ", 10) || !strncmp(line, "verification time", 17) ||
+		    !strncmp(line, "stack depth", 11) || !strncmp(line, "-- END PROG LOAD LOG --", 23))
+			continue;
+		snprintf(out, outlen, "%.*s", (int)(n < 200 ? n : 200), line);
+		return;
+	}
+}
+
+/*
+ * err for a program that did not load, saying what the kernel must offer:
+ * the program reads kernel memory with bpf_probe_read_kernel() and TCP
+ * state through BTF (docs/splice.md, "Retransmissions and the verdict").
+ */
+static void load_failure(int rc, char *vlog, char *err, size_t errlen)
+{
+	char why[208];
+
+	verifier_reason(vlog, why, sizeof(why));
+	if (why[0]) {
+		/* libbpf prints the log only into a buffer of its own: its tail, for whoever debugs. */
+		const char *tail = vlog + strlen(vlog);
+
+		for (int lines = 0; tail > vlog && lines <= 30; tail--)
+			lines += tail[-1] == '\n';
+		tail += *tail == '\n';
+		log_warn("splice: verifier log of splice_verdict, last lines:\n%s", tail);
+	}
+	if (rc == -EPERM || rc == -EACCES)
+		snprintf(err, errlen,
+			 "splice: the kernel refused the verdict program (%s%s%s): loading it needs CAP_BPF, "
+			 "CAP_NET_ADMIN and CAP_PERFMON (or root)",
+			 strerror(-rc), why[0] ? ": " : "", why);
+	else if (why[0])
+		snprintf(err, errlen,
+			 "splice: the kernel's verifier refused the verdict program (%s: %s): it needs Linux 6.1 "
+			 "or later with BTF, and bpf_probe_read_kernel (refused under lockdown=confidentiality)",
+			 strerror(-rc), why);
+	else
+		snprintf(err, errlen,
+			 "splice: loading the verdict program: %s (it needs Linux 6.1 or later with BTF in "
+			 "/sys/kernel/btf/vmlinux; libbpf said why above)",
+			 strerror(-rc));
+}
+
 static int load(struct splice *sp, char *err, size_t errlen)
 {
 	struct bpf_map *m;
-	char path[320];
+	char path[320], *vlog;
 	int rc;
 
 	if ((rc = prepare_dir(sp->cfg.pin_dir, err, errlen)))
@@ -188,11 +256,18 @@ static int load(struct splice *sp, char *err, size_t errlen)
 		unlink(path);
 		bpf_map__set_pin_path(m, path);
 	}
+	/* libbpf fills it (retrying at log level 1) only when the load fails. */
+	vlog = calloc(1, SPLICE_VLOG_SIZE);
+	if (vlog)
+		bpf_program__set_log_buf(sp->skel->progs.splice_verdict, vlog, SPLICE_VLOG_SIZE);
 	rc = sk_splice__load(sp->skel);
 	if (rc) {
-		snprintf(err, errlen, "splice: loading the verdict program: %s", strerror(-rc));
+		load_failure(rc, vlog, err, errlen);
+		free(vlog);
 		return rc;
 	}
+	bpf_program__set_log_buf(sp->skel->progs.splice_verdict, NULL, 0);
+	free(vlog);
 	sp->hash_fd = bpf_map__fd(sp->skel->maps.splice_socks);
 	sp->conns_fd = bpf_map__fd(sp->skel->maps.splice_conns);
 	sp->delivered_fd = bpf_map__fd(sp->skel->maps.splice_delivered);
@@ -208,6 +283,23 @@ static int load(struct splice *sp, char *err, size_t errlen)
 	return 0;
 }
 
+/* Whether m's pin path still holds m: after a binary upgrade it holds the new clawd's map. */
+static bool pin_is_ours(const struct bpf_map *m)
+{
+	struct bpf_map_info a = { 0 }, b = { 0 };
+	__u32 la = sizeof(a), lb = sizeof(b);
+	const char *path = bpf_map__pin_path(m);
+	int fd = path ? bpf_obj_get(path) : -1;
+	bool ours;
+
+	if (fd < 0)
+		return false;
+	ours = !bpf_obj_get_info_by_fd(bpf_map__fd(m), &a, &la) && !bpf_obj_get_info_by_fd(fd, &b, &lb) &&
+	       a.id == b.id;
+	close(fd);
+	return ours;
+}
+
 static void destroy(struct splice *sp)
 {
 	if (!sp)
@@ -219,7 +311,7 @@ static void destroy(struct splice *sp)
 
 		/* Nothing outlives clawd here (connections close with it): leave no pins. */
 		bpf_object__for_each_map(m, sp->skel->obj)
-			if (bpf_map__is_pinned(m))
+			if (bpf_map__is_pinned(m) && pin_is_ours(m))
 				bpf_map__unpin(m, NULL);
 		sk_splice__destroy(sp->skel);
 	}
@@ -550,18 +642,18 @@ static bool dir_progress(struct splice *sp, struct splice_conn *c, int i)
 		return true;
 	if (s.passed > d->user) {
 		uint64_t want = s.passed - d->user;
-		int outq = 0, inq = 0;
+		int outq = 0;
 
 		/* The relay obeys the same budget: written but unacknowledged bytes. */
 		if (ioctl(c->fd[!i], SIOCOUTQ, &outq) < 0 || (uint64_t)outq + RELAY_BUF > sp->cfg.budget)
 			return true;
 		/*
-		 * Read only when the socket holds exactly the bytes the program left
-		 * there: with the psock's queue empty, recv would fall back to the
-		 * TCP receive queue, bytes the program has not judged yet.
+		 * recv on a socket with a verdict program reads the psock queue only
+		 * (tcp_bpf_recvmsg_parser), where the passed bytes are first, in order;
+		 * at most `want` of them are taken. SIOCINQ is no guide here: it is
+		 * rcv_nxt - copied_seq, and that recvmsg overwrites copied_seq with a
+		 * value read before it ran the verdict, so it can stay off for good.
 		 */
-		if (ioctl(c->fd[i], SIOCINQ, &inq) < 0 || inq <= 0 || (uint64_t)inq != want)
-			return true;
 		if (!dir_buf(d))
 			return true;
 		n = recv(c->fd[i], d->buf, want < RELAY_BUF ? want : RELAY_BUF, MSG_DONTWAIT);
@@ -586,6 +678,20 @@ static void conn_check(struct splice_conn *c)
 
 	if (c->closing)
 		return;
+	for (int i = 0; i < 2 && c->kernel && sp; i++) {
+		struct splice_sock s;
+
+		if (read_sock(sp, c->cookie[i], &s) == 0 && s.state == SPLICE_BROKEN) {
+			char addr[NET_ADDR_STRLEN + 8];
+
+			/* The program dropped an skb rather than deliver bytes twice. */
+			net_addr_format((struct sockaddr *)&c->peer, addr, sizeof(addr));
+			log_warn("splice: client %s: a retransmitted segment's already-delivered head could not be trimmed; connection reset",
+				 addr);
+			conn_close(c, true, "splice: overlapping retransmission not trimmed");
+			return;
+		}
+	}
 	if (c->kernel && sp)
 		for (int i = 0; i < 2 && !c->closing; i++)
 			busy |= dir_progress(sp, c, i);
@@ -711,7 +817,11 @@ static void set_bufs(int fd, uint64_t sndbuf, uint64_t budget)
 	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &r, sizeof(r));
 }
 
-/* Userspace relay of both directions (tcp mode without the program). */
+/*
+ * Userspace relay of both directions (tcp mode without the program, and a
+ * splice hand-off that cannot use the kernel). Bytes already in a direction's
+ * buffer (preload()) go out before anything is read on that side.
+ */
 static void start_user(struct splice_conn *c)
 {
 	c->kernel = false;
@@ -721,16 +831,48 @@ static void start_user(struct splice_conn *c)
 			return;
 		}
 	}
-	relay_recv(c, 0);
-	relay_recv(c, 1);
+	for (int i = 0; i < 2; i++) {
+		if (c->d[i].len > c->d[i].off)
+			relay_send(c, i);
+		else
+			relay_recv(c, i);
+	}
 	arm_timer(c, SLOW_MS);
 }
 
-/* Puts both sockets in the SOCKHASH, backend first (it sends nothing unasked). */
+/* Puts n bytes clawd already read from side i in front of direction i's relay. */
+static int preload(struct splice_conn *c, int i, const char *p, size_t n)
+{
+	struct splice_dir *d = &c->d[i];
+
+	if (!n)
+		return 0;
+	d->buf = malloc(n > RELAY_BUF ? n : RELAY_BUF);
+	if (!d->buf)
+		return -ENOMEM;
+	memcpy(d->buf, p, n);
+	d->len = (uint32_t)n;
+	d->off = 0;
+	return 0;
+}
+
+/* SO_RCVLOWAT on both sockets (the kernel caps it at half the receive buffer). */
+static void set_lowat(struct splice_conn *c, int v)
+{
+	for (int i = 0; i < 2; i++)
+		setsockopt(c->fd[i], SOL_SOCKET, SO_RCVLOWAT, &v, sizeof(v));
+}
+
+/*
+ * Puts both sockets in the SOCKHASH, backend first. Until both are in, a high
+ * SO_RCVLOWAT keeps the verdict from running (tcp_data_ready() waits for that
+ * many bytes), so no byte is left on the first socket's psock queue for want
+ * of a peer: removing a socket from the map frees that queue, and its bytes
+ * would be lost to the userspace fallback (see docs/splice.md).
+ */
 static int insert(struct splice *sp, struct splice_conn *c)
 {
 	socklen_t len = sizeof(uint64_t);
-	int one = 1;
 
 	for (int i = 0; i < 2; i++) {
 		if (getsockopt(c->fd[i], SOL_SOCKET, SO_COOKIE, &c->cookie[i], &len))
@@ -749,27 +891,36 @@ static int insert(struct splice *sp, struct splice_conn *c)
 		    bpf_map_update_elem(sp->delivered_fd, &c->cookie[i], &zero, BPF_ANY))
 			return -errno;
 	}
+	set_lowat(c, INT_MAX);
 	for (int k = 0; k < 2; k++) {
 		int i = 1 - k; /* backend, then client */
 		uint64_t fdv = (uint64_t)c->fd[i]; /* the SOCKHASH value is 8 bytes wide */
 
 		if (bpf_map_update_elem(sp->hash_fd, &c->cookie[i], &fdv, BPF_NOEXIST)) {
 			int rc = -errno;
+			bool stranded = false;
 
 			for (int j = 0; j < 2; j++) {
+				struct splice_sock s;
+
+				/* A verdict despite the gate (memory pressure, FIN) left bytes on
+				 * the psock queue: they leave with the entry, so no fallback. */
+				if (c->in_map[j] && read_sock(sp, c->cookie[j], &s) == 0 &&
+				    (s.passed || s.redirected))
+					stranded = true;
 				if (c->in_map[j])
 					bpf_map_delete_elem(sp->hash_fd, &c->cookie[j]);
 				c->in_map[j] = false;
 				bpf_map_delete_elem(sp->conns_fd, &c->cookie[j]);
 				bpf_map_delete_elem(sp->delivered_fd, &c->cookie[j]);
 			}
-			return rc;
+			set_lowat(c, 1);
+			return stranded ? -EPIPE : rc;
 		}
 		c->in_map[i] = true;
 	}
 	/* Bytes queued before insertion sit until the next packet; this re-runs data_ready. */
-	for (int i = 0; i < 2; i++)
-		setsockopt(c->fd[i], SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
+	set_lowat(c, 1);
 	return 0;
 }
 
@@ -826,29 +977,25 @@ static int start_kernel(struct splice *sp, struct splice_conn *c)
 	return 0;
 }
 
-int splice_handoff(struct worker *w, int cfd, int ufd, const char *extra, size_t extra_len,
-		   const struct splice_origin *o)
+void splice_fallback(const char *why)
 {
 	struct splice *sp = sp_get();
-	int required = atomic_load(&g_mode) == CFG_SPLICE_REQUIRED;
+
+	if (sp)
+		atomic_fetch_add(&sp->fallbacks, 1);
+	else
+		atomic_fetch_add(&g_fallbacks, 1);
+	if (!atomic_exchange(&g_warned, true))
+		log_warn("splice: a connection stays in HTTP instead (%s); counted in splice.stats fallbacks, said once",
+			 why);
+}
+
+/* A new connection of the splice module for cfd/ufd (dups), with o's origin. */
+static struct splice_conn *handoff_conn(struct worker *w, int cfd, int ufd, const struct splice_origin *o)
+{
 	struct splice_conn *c;
-	int rc, dc, du;
+	int dc, du;
 
-	if (!sp) {
-		fallback_once(g_why[0] ? g_why : "the splice program is not loaded");
-		return required ? -EPERM : -EAGAIN;
-	}
-	/* Pipelined bytes go to the backend first; a partial write keeps HTTP in charge. */
-	if (extra_len) {
-		ssize_t n = send(ufd, extra, extra_len, MSG_DONTWAIT | MSG_NOSIGNAL);
-
-		if (n != (ssize_t)extra_len) {
-			if (n > 0)
-				return -EIO; /* some bytes went: only closing is honest */
-			atomic_fetch_add(&sp->fallbacks, 1);
-			return -EAGAIN;
-		}
-	}
 	dc = fcntl(cfd, F_DUPFD_CLOEXEC, 0);
 	du = fcntl(ufd, F_DUPFD_CLOEXEC, 0);
 	c = dc >= 0 && du >= 0 ? conn_new(w, dc, du) : NULL;
@@ -857,33 +1004,109 @@ int splice_handoff(struct worker *w, int cfd, int ufd, const char *extra, size_t
 			close(dc);
 		if (du >= 0)
 			close(du);
-		return extra_len ? -EIO : (required ? -EPERM : -EAGAIN);
+		return NULL;
 	}
 	c->listener = o->listener;
 	c->route = o->route;
 	c->pool = o->pool;
 	c->server = o->server;
-	c->first_in = o->first_in + extra_len;
+	c->first_in = o->first_in;
 	c->first_out = o->first_out;
 	memcpy(&c->peer, o->client, sizeof(c->peer));
-	rc = start_kernel(sp, c);
-	if (rc) {
-		atomic_fetch_add(&sp->insert_fails, 1);
-		log_warn("splice: route %s: inserting the sockets: %s (%s)",
-			 w->snap->cfg->routes[o->route].name, strerror(-rc),
-			 required ? "required: connection closed" : "staying in HTTP");
-		c->fd[0] = c->fd[1] = -1;
-		close(dc);
-		close(du);
-		conn_free(c);
-		if (required) {
-			atomic_fetch_add(&sp->refused, 1);
-			return -EPERM;
-		}
-		atomic_fetch_add(&sp->fallbacks, 1);
-		return extra_len ? -EIO : -EAGAIN;
+	return c;
+}
+
+/*
+ * The userspace relay for a splice-mode connection that cannot be spliced
+ * but has become a byte stream (bytes went past the HTTP exchange): to_b
+ * still goes to the backend and to_c to the client, first, then both ways.
+ */
+static int handoff_user(struct worker *w, int cfd, int ufd, const char *to_b, size_t to_b_len,
+			const char *to_c, size_t to_c_len, const struct splice_origin *o)
+{
+	struct splice_conn *c = handoff_conn(w, cfd, ufd, o);
+
+	if (!c)
+		return -EIO;
+	if (preload(c, 0, to_b, to_b_len) || preload(c, 1, to_c, to_c_len)) {
+		conn_free(c); /* nothing armed yet; the caller closes the client */
+		return -EIO;
 	}
+	c->connected = true;
+	conn_list_add(sp_get(), c);
+	start_user(c);
 	return 0;
+}
+
+/* Writes all n bytes at once, or says how many went (the socket's buffer was full). */
+static size_t send_now(int fd, const char *p, size_t n)
+{
+	ssize_t k = n ? send(fd, p, n, MSG_DONTWAIT | MSG_NOSIGNAL) : 0;
+
+	return k > 0 ? (size_t)k : 0;
+}
+
+int splice_handoff(struct worker *w, int cfd, int ufd, const char *extra, size_t extra_len,
+		   const char *early, size_t early_len, const struct splice_origin *o)
+{
+	struct splice *sp = sp_get();
+	int required = atomic_load(&g_mode) == CFG_SPLICE_REQUIRED;
+	struct splice_conn *c;
+	size_t n;
+	int rc;
+
+	if (!sp) {
+		fallback_once(g_why[0] ? g_why : "the splice program is not loaded");
+		if (required)
+			return -EPERM;
+		/* Backend bytes past the response are no HTTP request: relay them. */
+		return early_len ? handoff_user(w, cfd, ufd, extra, extra_len, early, early_len, o) : -EAGAIN;
+	}
+	/* Pipelined bytes go to the backend first; a partial write keeps HTTP in charge. */
+	n = send_now(ufd, extra, extra_len);
+	if (n != extra_len) {
+		atomic_fetch_add(&sp->fallbacks, 1);
+		if (n == 0 && !early_len)
+			return -EAGAIN;
+		return handoff_user(w, cfd, ufd, extra + n, extra_len - n, early, early_len, o);
+	}
+	/* Then what the backend sent behind its response goes to the client, in order. */
+	n = send_now(cfd, early, early_len);
+	if (n != early_len) {
+		atomic_fetch_add(&sp->fallbacks, 1);
+		return handoff_user(w, cfd, ufd, NULL, 0, early + n, early_len - n, o);
+	}
+	c = handoff_conn(w, cfd, ufd, o);
+	if (!c)
+		return extra_len || early_len ? -EIO : (required ? -EPERM : -EAGAIN);
+	c->first_in += extra_len;
+	c->first_out += early_len;
+	rc = start_kernel(sp, c);
+	if (rc == 0)
+		return 0;
+	atomic_fetch_add(&sp->insert_fails, 1);
+	log_warn("splice: route %s: inserting the sockets: %s (%s)", w->snap->cfg->routes[o->route].name,
+		 strerror(-rc),
+		 rc == -EPIPE ? "connection reset"
+		 : required  ? "required: connection closed"
+		 : extra_len || early_len ? "relayed in userspace" : "staying in HTTP");
+	if (rc == -EPIPE || required) {
+		conn_free(c); /* closes the dups only */
+		if (rc == -EPIPE)
+			return -EIO; /* bytes went with the map entry: only closing is honest */
+		atomic_fetch_add(&sp->refused, 1);
+		return -EPERM;
+	}
+	atomic_fetch_add(&sp->fallbacks, 1);
+	if (extra_len || early_len) {
+		/* Bytes went past the exchange already: HTTP cannot take over again. */
+		c->connected = true;
+		conn_list_add(sp, c);
+		start_user(c);
+		return 0;
+	}
+	conn_free(c);
+	return -EAGAIN;
 }
 
 /* ---- tcp mode ----------------------------------------------------------------------- */
@@ -916,6 +1139,12 @@ static void tcp_connected(struct splice_conn *c, int res)
 	if (rc == 0)
 		return;
 	atomic_fetch_add(&sp->insert_fails, 1);
+	if (rc == -EPIPE) {
+		log_warn("splice: route %s: inserting the sockets failed after the verdict ran on the backend; connection reset",
+			 c->w->snap->cfg->routes[c->route].name);
+		conn_close(c, true, "splice insert failed");
+		return;
+	}
 	if (required) {
 		atomic_fetch_add(&sp->refused, 1);
 		log_warn("splice: route %s: inserting the sockets: %s (required: connection closed)",
@@ -1067,6 +1296,12 @@ static int cmd_list(void *ctx, const struct control_req *req, struct jsonw *w, c
 			jsonw_u64(w, "pauses", c->kernel && read_sock(sp, c->cookie[0], &s) == 0
 						       ? s.pauses
 						       : 0);
+			uint64_t dup = 0;
+
+			for (int i = 0; i < 2 && c->kernel; i++)
+				if (read_sock(sp, c->cookie[i], &s) == 0)
+					dup += s.dup_bytes;
+			jsonw_u64(w, "dup_bytes_trimmed", dup);
 			jsonw_u64(w, "age_ms", (now - c->start_ns) / 1000000);
 			jsonw_u64(w, "client_cookie", c->cookie[0]);
 			jsonw_u64(w, "backend_cookie", c->cookie[1]);
@@ -1150,6 +1385,9 @@ static void collect(void *ctx, struct metrics_out *o)
 			   (const char *[]){ "verdict", "redirect", NULL }, k[SPLICE_C_REDIRECT_BYTES]);
 	metrics_sample_u64(o, "openclaw_splice_kernel_bytes_total",
 			   (const char *[]){ "verdict", "pass", NULL }, k[SPLICE_C_PASS_BYTES]);
+	metrics_family(o, "openclaw_splice_duplicate_bytes_total", "counter",
+		       "Already-delivered bytes at the head of retransmitted skbs that the program trimmed instead of delivering twice.");
+	metrics_sample_u64(o, "openclaw_splice_duplicate_bytes_total", NULL, k[SPLICE_C_DUP_BYTES]);
 	metrics_family(o, "openclaw_splice_fin_drops_total", "counter",
 		       "Zero-length (FIN) skbs the program dropped instead of redirecting.");
 	metrics_sample_u64(o, "openclaw_splice_fin_drops_total", NULL, k[SPLICE_C_FIN_DROPS]);
@@ -1166,7 +1404,8 @@ static int cmd_stats(void *ctx, const struct control_req *req, struct jsonw *w, 
 	struct splice *sp = sp_get();
 	static const char *const names[SPLICE_C_N] = {
 		"redirect_packets", "redirect_bytes", "pass_packets", "pass_bytes",
-		"fin_drops",        "no_peer",        "redirect_fail",
+		"fin_drops",        "no_peer",        "redirect_fail",    "dup_bytes",
+		"dup_failures",
 	};
 	uint64_t k[SPLICE_C_N];
 
@@ -1198,6 +1437,30 @@ static int cmd_stats(void *ctx, const struct control_req *req, struct jsonw *w, 
 			jsonw_u64(w, names[i], k[i]);
 	jsonw_obj_end(w);
 	return 0;
+}
+
+void splice_status(struct jsonw *w)
+{
+	struct splice *sp = sp_get();
+	int mode = atomic_load(&g_mode);
+
+	jsonw_obj_begin_key(w, "splice");
+	jsonw_str(w, "enabled", (const char *[]){ "auto", "off", "required" }[mode < 0 ? 0 : mode]);
+	jsonw_bool(w, "loaded", sp != NULL);
+	jsonw_bool(w, "attached", sp && sp->attached);
+	if (!sp)
+		jsonw_str(w, "reason", g_why[0] ? g_why : "no route uses splice or tcp mode");
+	if (sp) {
+		pthread_mutex_lock(&sp->lock);
+		jsonw_u64(w, "active", sp->nconns);
+		pthread_mutex_unlock(&sp->lock);
+		jsonw_u64(w, "spliced", atomic_load(&sp->spliced));
+	} else {
+		jsonw_u64(w, "active", 0);
+		jsonw_u64(w, "spliced", 0);
+	}
+	jsonw_u64(w, "fallbacks", atomic_load(&g_fallbacks) + (sp ? atomic_load(&sp->fallbacks) : 0));
+	jsonw_obj_end(w);
 }
 
 int splice_register_commands(struct control *ctl)

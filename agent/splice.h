@@ -26,6 +26,12 @@ struct metrics;
 int splice_register_metrics(struct metrics *m);
 /* Registers splice.list and splice.stats. */
 int splice_register_commands(struct control *ctl);
+/*
+ * For clawctl status: the configured mode, whether the verdict program is
+ * loaded and attached, active spliced connections, fallbacks to the relay.
+ */
+struct jsonw;
+void splice_status(struct jsonw *w);
 
 /* What clawd knows about the connection being handed off (for logs, LB and the list). */
 struct splice_origin {
@@ -38,13 +44,26 @@ struct splice_origin {
 /*
  * splice mode: after an exchange, hands the client and backend sockets to the
  * kernel. `extra` are bytes clawd read from the client past the last request:
- * they are written to the backend first. Returns 0 when the connection now
- * belongs to the splice module (it holds dups of both fds: the caller closes
- * its own), -EAGAIN when the caller should carry on in HTTP (fallback), or
- * -EPERM when splice is required and could not be done (close the client).
+ * they are written to the backend first. `early` are bytes clawd read from the
+ * backend past the last response (a backend that speaks right after it): they
+ * are written to the client first, never parsed. Returns 0 when the
+ * connection now belongs to the splice module (it holds dups of both fds: the
+ * caller closes its own), -EAGAIN when the caller should carry on in HTTP
+ * (fallback, counted; only when no byte was written and early_len is 0: once
+ * the backend has spoken past its response the connection is a byte stream,
+ * and without the kernel it goes through the userspace relay, counted as a
+ * fallback), -EPERM when splice is required and could not be done (close the
+ * client), -EIO when only closing is honest.
  */
 int splice_handoff(struct worker *w, int cfd, int ufd, const char *extra, size_t extra_len,
-		   const struct splice_origin *o);
+		   const char *early, size_t early_len, const struct splice_origin *o);
+
+/*
+ * A splice-mode exchange ended in a state that cannot be handed off (an
+ * operation still in flight, a backend that will not keep the connection):
+ * counted and logged once as a fallback; the connection stays in HTTP.
+ */
+void splice_fallback(const char *why);
 
 /* tcp mode: takes an accepted socket of a listener whose tcp_route >= 0. */
 void splice_accept_tcp(struct worker *w, unsigned listener, int fd);

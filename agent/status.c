@@ -4,8 +4,10 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "gate.h"
 #include "netaddr.h"
 #include "reload.h"
+#include "splice.h"
 #include "tls.h"
 
 const char *status_algorithm_name(int algorithm)
@@ -54,6 +56,7 @@ static int cmd_status(void *ctx, const struct control_req *req, struct jsonw *w,
 	jsonw_str(w, "config", a->config_path);
 	iso_time(a->loaded_at, when, sizeof(when));
 	jsonw_str(w, "config_loaded", when);
+	jsonw_u64(w, "config_loaded_unix", a->loaded_at);
 	jsonw_u64(w, "reloads", atomic_load(&a->reloads));
 	jsonw_u64(w, "reload_failures", atomic_load(&a->reload_failures));
 	jsonw_u64(w, "workers", a->workers->n);
@@ -84,7 +87,7 @@ static int cmd_status(void *ctx, const struct control_req *req, struct jsonw *w,
 		jsonw_str(w, "address",
 			  net_addr_format((const struct sockaddr *)&cfg->listeners[i].addr.ss, addr,
 					  sizeof(addr)));
-		tls_status_listener(a->tls, i, w); /* "tls": off | ktls | userspace, and its counts */
+		tls_status_listener(live ? live->tls : a->tls, i, w); /* "tls": off | ktls | userspace, and its counts */
 		jsonw_obj_end(w);
 	}
 	jsonw_arr_end(w);
@@ -98,6 +101,9 @@ static int cmd_status(void *ctx, const struct control_req *req, struct jsonw *w,
 	}
 	jsonw_arr_end(w);
 	jsonw_u64(w, "routes", cfg->nroutes);
+	/* The kernel splice path and the key store (docs/clawctl.md: status). */
+	splice_status(w);
+	gate_status(a->gate, w);
 	if (live)
 		snapshot_put(live);
 	return 0;

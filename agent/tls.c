@@ -108,20 +108,57 @@ struct ticket_key {
 	uint8_t hmac[32];
 };
 
-struct tls_reg {
-	pthread_mutex_t lock;                     /* srv[] swaps and references */
-	struct tls_srv *srv[CFG_MAX_LISTENERS];   /* NULL = plain listener */
-	const struct config *cfg;
-	unsigned nlisteners;
+/* A listener's counters, kept by name so they survive reloads that move or re-add it. */
+struct tls_lslot {
+	char *name;
+	struct tls_lstats st;
+	struct tls_lslot *next;
+};
+
+/*
+ * What lives as long as the agent, whatever the reloads: the kTLS probe, the
+ * session-ticket key ring (resumption keeps working across reloads), the
+ * KDFs, the counters and the view of the configuration served now.
+ */
+struct tls_core {
+	pthread_mutex_t lock;                     /* cur, slots, reload counters; held by tls.reload */
+	struct tls_reg *cur;                      /* the served configuration's view (a reference) */
 	bool ktls_kernel;                         /* TCP_ULP "tls" attaches on this kernel */
 	char ktls_why[160];
 	pthread_rwlock_t tk_lock;                 /* the ticket key ring */
 	struct ticket_key tk[2];                  /* [0] current, [1] previous */
 	time_t tk_rotate_at;
 	EVP_KDF *hkdf, *prf;
-	struct tls_lstats st[CFG_MAX_LISTENERS];
-	uint64_t reloads;
+	struct tls_lslot *slots;                  /* every listener name seen, never freed before stop */
+	uint64_t reloads;                         /* certificate sets loaded after the first */
 	time_t reloaded_at;
+};
+
+/* One listener as a view sees it: copied, so a connection never reads a freed configuration. */
+struct tls_lview {
+	char *name;                               /* listener name, for logs and metrics */
+	bool on;                                  /* terminates TLS */
+	bool ktls_auto;                           /* ktls: auto (kernel record layer when it has one) */
+	uint64_t hs_timeout_ms;                   /* accept to handshake done */
+	unsigned default_cert;                    /* index in the listener's certificates */
+	struct tls_lstats *st;                    /* the core's counters for this name */
+};
+
+/*
+ * The TLS side of one configuration (one per snapshot): listener i of that
+ * configuration is l[i] and srv[i]. Reference counted: the snapshot, the
+ * core while it is current, and each connection made from it.
+ */
+struct tls_reg {
+	_Atomic int refs;
+	struct tls_core *core;
+	pthread_mutex_t lock;                     /* srv[] swaps (tls.reload) and references */
+	struct tls_srv *srv[CFG_MAX_LISTENERS];   /* NULL = plain listener */
+	const struct config *cfg;                 /* what it was built from: read under core->lock while current */
+	unsigned nlisteners;
+	bool ktls_kernel;                         /* the core's probe */
+	EVP_KDF *hkdf, *prf;                      /* the core's */
+	struct tls_lview l[CFG_MAX_LISTENERS];
 };
 
 struct tls_conn {
@@ -414,7 +451,7 @@ static int ticket_key_new(struct ticket_key *k)
 }
 
 /* The current key, rotating first when it is due (whichever thread gets here first). */
-static int ticket_current(struct tls_reg *r, struct ticket_key *out)
+static int ticket_current(struct tls_core *r, struct ticket_key *out)
 {
 	time_t now = time(NULL);
 
@@ -441,7 +478,7 @@ static int ticket_current(struct tls_reg *r, struct ticket_key *out)
 	return 0;
 }
 
-static int ticket_find(struct tls_reg *r, const uint8_t name[16], struct ticket_key *out)
+static int ticket_find(struct tls_core *r, const uint8_t name[16], struct ticket_key *out)
 {
 	int which = -1;
 
@@ -467,12 +504,12 @@ static int ticket_cb(SSL *s, unsigned char key_name[16], unsigned char *iv, EVP_
 	if (!t)
 		return -1;
 	if (enc) {
-		ticket_current(t->reg, &k);
+		ticket_current(t->reg->core, &k);
 		memcpy(key_name, k.name, 16);
 		if (RAND_bytes(iv, 16) != 1 || !EVP_EncryptInit_ex(ectx, EVP_aes_256_cbc(), NULL, k.aes, iv))
 			goto out;
 	} else {
-		which = ticket_find(t->reg, key_name, &k);
+		which = ticket_find(t->reg->core, key_name, &k);
 		if (which < 0)
 			return 0; /* unknown or expired key: a full handshake */
 		if (!EVP_DecryptInit_ex(ectx, EVP_aes_256_cbc(), NULL, k.aes, iv))
@@ -838,78 +875,195 @@ out:
 
 /* ---- registry -------------------------------------------------------------------- */
 
+/* The counters of listener name, created on first sight. Caller holds c->lock. */
+static struct tls_lstats *slot_of(struct tls_core *c, const char *name)
+{
+	struct tls_lslot *s;
+
+	for (s = c->slots; s; s = s->next)
+		if (!strcmp(s->name, name))
+			return &s->st;
+	s = calloc(1, sizeof(*s));
+	if (!s || !(s->name = strdup(name))) {
+		free(s);
+		return NULL;
+	}
+	s->next = c->slots;
+	c->slots = s;
+	return &s->st;
+}
+
+static void view_free(struct tls_reg *r)
+{
+	for (unsigned i = 0; i < CFG_MAX_LISTENERS; i++) {
+		srv_put(r->srv[i]);
+		free(r->l[i].name);
+	}
+	pthread_mutex_destroy(&r->lock);
+	free(r);
+}
+
+struct tls_reg *tls_get(struct tls_reg *r)
+{
+	if (r)
+		atomic_fetch_add(&r->refs, 1);
+	return r;
+}
+
+void tls_put(struct tls_reg *r)
+{
+	if (r && atomic_fetch_sub(&r->refs, 1) == 1)
+		view_free(r);
+}
+
+/*
+ * A view of cfg on core c: every TLS listener's certificates and keys read
+ * now (all or nothing; key permissions checked). Logs each listener's record
+ * layer when log_paths.
+ */
+static int view_build(struct tls_core *c, const struct config *cfg, bool log_paths,
+		      struct tls_reg **out, char *err, size_t errlen)
+{
+	struct tls_reg *r = calloc(1, sizeof(*r));
+	int rc;
+
+	if (!r) {
+		snprintf(err, errlen, "tls: out of memory");
+		return -ENOMEM;
+	}
+	atomic_init(&r->refs, 1);
+	pthread_mutex_init(&r->lock, NULL);
+	r->core = c;
+	r->cfg = cfg;
+	r->nlisteners = cfg->nlisteners;
+	r->ktls_kernel = c->ktls_kernel;
+	r->hkdf = c->hkdf;
+	r->prf = c->prf;
+	for (unsigned i = 0; i < cfg->nlisteners; i++) {
+		const struct cfg_listener *l = &cfg->listeners[i];
+		struct tls_lview *v = &r->l[i];
+
+		pthread_mutex_lock(&c->lock);
+		v->st = slot_of(c, l->name);
+		pthread_mutex_unlock(&c->lock);
+		v->name = strdup(l->name);
+		if (!v->st || !v->name) {
+			snprintf(err, errlen, "tls: out of memory");
+			rc = -ENOMEM;
+			goto fail;
+		}
+		if (!l->tls)
+			continue;
+		v->on = true;
+		v->ktls_auto = l->tls->ktls == CFG_KTLS_AUTO;
+		v->hs_timeout_ms = l->tls->handshake_timeout_ms;
+		v->default_cert = l->tls->default_cert;
+		if ((rc = srv_build(r, cfg, i, &r->srv[i], err, errlen)))
+			goto fail;
+		if (!log_paths)
+			continue;
+		if (!v->ktls_auto)
+			log_notice("listener %s: TLS in userspace (ktls: off)", l->name);
+		else if (c->ktls_kernel)
+			log_notice("listener %s: TLS with kTLS: the kernel takes the record layer after "
+				   "each handshake (%s)", l->name, c->ktls_why);
+		else
+			log_notice("listener %s: TLS in userspace: no kTLS in this kernel (%s)", l->name,
+				   c->ktls_why);
+	}
+	*out = r;
+	return 0;
+fail:
+	view_free(r);
+	return rc;
+}
+
+static void core_free(struct tls_core *c)
+{
+	while (c->slots) {
+		struct tls_lslot *s = c->slots;
+
+		c->slots = s->next;
+		free(s->name);
+		free(s);
+	}
+	EVP_KDF_free(c->hkdf);
+	EVP_KDF_free(c->prf);
+	OPENSSL_cleanse(c->tk, sizeof(c->tk));
+	pthread_rwlock_destroy(&c->tk_lock);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+}
+
 int tls_start(struct tls_reg **out, const struct config *cfg, char *err, size_t errlen)
 {
-	struct tls_reg *r;
-	bool any = false;
+	struct tls_core *c;
 	int rc;
 
 	*out = NULL;
-	for (unsigned i = 0; i < cfg->nlisteners; i++)
-		any |= cfg->listeners[i].tls != NULL;
-	if (!any)
-		return 0;
 	pthread_once(&bio_once, bio_init_once);
 	if (!bio_meth) {
 		snprintf(err, errlen, "tls: cannot create the OpenSSL BIO method");
 		return -ENOMEM;
 	}
-	r = calloc(1, sizeof(*r));
-	if (!r)
+	c = calloc(1, sizeof(*c));
+	if (!c)
 		return -ENOMEM;
-	pthread_mutex_init(&r->lock, NULL);
-	pthread_rwlock_init(&r->tk_lock, NULL);
-	r->cfg = cfg;
-	r->nlisteners = cfg->nlisteners;
-	r->ktls_kernel = tls_ktls_probe(r->ktls_why, sizeof(r->ktls_why));
-	r->hkdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
-	r->prf = EVP_KDF_fetch(NULL, "TLS1-PRF", NULL);
-	if (!r->hkdf || !r->prf)
-		r->ktls_kernel = false, snprintf(r->ktls_why, sizeof(r->ktls_why),
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_rwlock_init(&c->tk_lock, NULL);
+	c->ktls_kernel = tls_ktls_probe(c->ktls_why, sizeof(c->ktls_why));
+	c->hkdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
+	c->prf = EVP_KDF_fetch(NULL, "TLS1-PRF", NULL);
+	if (!c->hkdf || !c->prf)
+		c->ktls_kernel = false, snprintf(c->ktls_why, sizeof(c->ktls_why),
 						 "OpenSSL lacks the HKDF or TLS1-PRF KDF");
-	if (ticket_key_new(&r->tk[0]) || ticket_key_new(&r->tk[1])) {
+	if (ticket_key_new(&c->tk[0]) || ticket_key_new(&c->tk[1])) {
 		snprintf(err, errlen, "tls: no randomness for the session ticket keys");
-		tls_stop(r);
+		core_free(c);
 		return -EIO;
 	}
-	r->tk_rotate_at = time(NULL) + TICKET_ROTATE_S;
-	for (unsigned i = 0; i < cfg->nlisteners; i++) {
-		const struct cfg_tls *tc = cfg->listeners[i].tls;
-
-		if (!tc)
-			continue;
-		if ((rc = srv_build(r, cfg, i, &r->srv[i], err, errlen))) {
-			tls_stop(r);
-			return rc;
-		}
-		if (tc->ktls == CFG_KTLS_OFF)
-			log_notice("listener %s: TLS in userspace (ktls: off)", cfg->listeners[i].name);
-		else if (r->ktls_kernel)
-			log_notice("listener %s: TLS with kTLS: the kernel takes the record layer after "
-				   "each handshake (%s)", cfg->listeners[i].name, r->ktls_why);
-		else
-			log_notice("listener %s: TLS in userspace: no kTLS in this kernel (%s)",
-				   cfg->listeners[i].name, r->ktls_why);
+	c->tk_rotate_at = time(NULL) + TICKET_ROTATE_S;
+	if ((rc = view_build(c, cfg, true, out, err, errlen))) {
+		core_free(c);
+		return rc;
 	}
-	*out = r;
+	c->cur = tls_get(*out);
 	return 0;
 }
 
 void tls_stop(struct tls_reg *r)
 {
+	struct tls_core *c;
+
 	if (!r)
 		return;
-	for (unsigned i = 0; i < CFG_MAX_LISTENERS; i++)
-		srv_put(r->srv[i]);
-	EVP_KDF_free(r->hkdf);
-	EVP_KDF_free(r->prf);
-	OPENSSL_cleanse(r->tk, sizeof(r->tk));
-	pthread_rwlock_destroy(&r->tk_lock);
-	pthread_mutex_destroy(&r->lock);
-	free(r);
+	c = r->core;
+	tls_put(c->cur);
+	core_free(c);
 }
 
-int tls_reload(struct tls_reg *r, const struct config *cfg, char *err, size_t errlen)
+int tls_rebuild(struct tls_reg *cur, const struct config *cfg, struct tls_reg **out, char *err,
+		size_t errlen)
+{
+	return view_build(cur->core, cfg, false, out, err, errlen);
+}
+
+void tls_publish(struct tls_reg *r)
+{
+	struct tls_core *c = r->core;
+	struct tls_reg *old;
+
+	pthread_mutex_lock(&c->lock);
+	old = c->cur;
+	c->cur = tls_get(r);
+	c->reloads++;
+	c->reloaded_at = time(NULL);
+	pthread_mutex_unlock(&c->lock);
+	tls_put(old);
+}
+
+/* Re-reads the certificate sets of view r (built from cfg) in place. Caller holds the core's lock. */
+static int view_reread(struct tls_reg *r, const struct config *cfg, char *err, size_t errlen)
 {
 	struct tls_srv *fresh[CFG_MAX_LISTENERS] = { 0 };
 	int rc = 0;
@@ -930,32 +1084,42 @@ int tls_reload(struct tls_reg *r, const struct config *cfg, char *err, size_t er
 		r->srv[i] = fresh[i];
 		fresh[i] = old;
 	}
-	r->cfg = cfg;
-	r->reloads++;
-	r->reloaded_at = time(NULL);
 	pthread_mutex_unlock(&r->lock);
 	for (unsigned i = 0; i < CFG_MAX_LISTENERS; i++)
 		srv_put(fresh[i]);
 	return 0;
 }
 
+int tls_reload(struct tls_reg *r, char *err, size_t errlen)
+{
+	struct tls_core *c = r->core;
+	int rc;
+
+	pthread_mutex_lock(&c->lock);
+	rc = view_reread(c->cur, c->cur->cfg, err, errlen);
+	if (!rc) {
+		c->reloads++;
+		c->reloaded_at = time(NULL);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return rc;
+}
+
 bool tls_listener_on(const struct tls_reg *r, unsigned listener)
 {
-	return r && listener < CFG_MAX_LISTENERS && r->cfg->listeners[listener].tls;
+	return r && listener < r->nlisteners && r->l[listener].on;
 }
 
 uint64_t tls_handshake_timeout_ms(const struct tls_reg *r, unsigned listener)
 {
-	return r->cfg->listeners[listener].tls->handshake_timeout_ms;
+	return r->l[listener].hs_timeout_ms;
 }
 
 static const char *listener_path(const struct tls_reg *r, unsigned li)
 {
-	const struct cfg_tls *tc = r->cfg->listeners[li].tls;
-
-	if (!tc)
+	if (!r->l[li].on)
 		return "off";
-	return tc->ktls == CFG_KTLS_AUTO && r->ktls_kernel ? "ktls" : "userspace";
+	return r->l[li].ktls_auto && r->ktls_kernel ? "ktls" : "userspace";
 }
 
 void tls_status_listener(const struct tls_reg *r, unsigned li, struct jsonw *w)
@@ -964,7 +1128,7 @@ void tls_status_listener(const struct tls_reg *r, unsigned li, struct jsonw *w)
 		jsonw_str(w, "tls", "off");
 		return;
 	}
-	const struct tls_lstats *st = &r->st[li];
+	const struct tls_lstats *st = r->l[li].st;
 
 	jsonw_str(w, "tls", listener_path(r, li));
 	jsonw_u64(w, "tls_handshakes", atomic_load(&st->hs_ok));
@@ -981,7 +1145,7 @@ struct tls_conn *tls_conn_new(struct tls_reg *r, unsigned listener)
 
 	if (!t)
 		return NULL;
-	t->reg = r;
+	t->reg = tls_get(r); /* the connection may outlive the configuration it came from */
 	t->listener = listener;
 	t->srv = srv_get(r, listener);
 	t->in = malloc(TLS_IN_CAP);
@@ -997,7 +1161,7 @@ struct tls_conn *tls_conn_new(struct tls_reg *r, unsigned listener)
 	SSL_set_bio(t->ssl, bio, bio); /* one BIO both ways: SSL_set_bio then owns our one reference */
 	SSL_set_app_data(t->ssl, t);
 	SSL_set_accept_state(t->ssl);
-	t->want_ktls = r->ktls_kernel && r->cfg->listeners[listener].tls->ktls == CFG_KTLS_AUTO;
+	t->want_ktls = r->ktls_kernel && r->l[listener].ktls_auto;
 	return t;
 fail:
 	ERR_clear_error();
@@ -1010,13 +1174,14 @@ void tls_conn_free(struct tls_conn *t)
 	if (!t)
 		return;
 	if (t->hs_done && !t->decided)
-		stat_add(&t->reg->st[t->listener].user);
+		stat_add(&t->reg->l[t->listener].st->user);
 	/* OpenSSL drops a session from the cache when the connection did not shut down
 	 * cleanly; an HTTP close (or the kernel owning the records) is clean for us. */
 	if (t->ssl && t->hs_done && !t->fatal)
 		SSL_set_shutdown(t->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
 	SSL_free(t->ssl);
 	srv_put(t->srv);
+	tls_put(t->reg);
 	OPENSSL_cleanse(t->tx_secret, sizeof(t->tx_secret));
 	OPENSSL_cleanse(t->rx_secret, sizeof(t->rx_secret));
 	free(t->in);
@@ -1048,7 +1213,7 @@ void tls_conn_failed(struct tls_conn *t)
 	if (t->failed_counted || t->hs_done)
 		return;
 	t->failed_counted = true;
-	stat_add(&t->reg->st[t->listener].hs_fail);
+	stat_add(&t->reg->l[t->listener].st->hs_fail);
 }
 
 int tls_handshake(struct tls_conn *t)
@@ -1059,7 +1224,7 @@ int tls_handshake(struct tls_conn *t)
 	t->wr_call = t->wr.records;
 	r = SSL_do_handshake(t->ssl);
 	if (r == 1) {
-		struct tls_lstats *st = &t->reg->st[t->listener];
+		struct tls_lstats *st = t->reg->l[t->listener].st;
 
 		t->hs_done = true;
 		/* TLS 1.3: the call that read the client's Finished wrote only session tickets,
@@ -1085,7 +1250,7 @@ int tls_handshake(struct tls_conn *t)
 
 		ssl_reason(why, sizeof(why));
 		log_debug("listener %s: TLS handshake failed: %s",
-			  t->reg->cfg->listeners[t->listener].name, why);
+			  t->reg->l[t->listener].name, why);
 	}
 	ERR_clear_error();
 	t->fatal = true;
@@ -1389,7 +1554,7 @@ bool tls_ktls_pending(const struct tls_conn *t)
 
 int tls_ktls_try(struct tls_conn *t, int fd)
 {
-	struct tls_lstats *st = &t->reg->st[t->listener];
+	struct tls_lstats *st = t->reg->l[t->listener].st;
 	int rc;
 
 	if (t->decided)
@@ -1406,7 +1571,7 @@ int tls_ktls_try(struct tls_conn *t, int fd)
 		if (rc < 0 && rc != -EOPNOTSUPP) {
 			stat_add(&st->install_fail);
 			log_debug("listener %s: kTLS not installed: %s",
-				  t->reg->cfg->listeners[t->listener].name, strerror(-rc));
+				  t->reg->l[t->listener].name, strerror(-rc));
 		}
 		stat_add(&st->user);
 		return 0;
@@ -1446,9 +1611,9 @@ int tls_ktls_rxresult(struct tls_conn *t, int res)
 			return res;
 		if (type == REC_HANDSHAKE) {
 			/* A KeyUpdate (or any post-handshake message): the kernel keeps the old key. */
-			stat_add(&t->reg->st[t->listener].keyupdate);
+			stat_add(&t->reg->l[t->listener].st->keyupdate);
 			log_info("listener %s: peer sent a TLS handshake record on a kTLS connection "
-				 "(KeyUpdate?): closing it", t->reg->cfg->listeners[t->listener].name);
+				 "(KeyUpdate?): closing it", t->reg->l[t->listener].name);
 			return -EPROTO;
 		}
 		return 0; /* an alert: close_notify or fatal, the connection is over */
@@ -1457,11 +1622,6 @@ int tls_ktls_rxresult(struct tls_conn *t, int res)
 }
 
 /* ---- control commands ---------------------------------------------------------------- */
-
-struct tls_cmd_ctx {
-	struct tls_reg *r;
-	const struct config *cfg;
-};
 
 static void iso_time(int64_t sec, char *buf, size_t len)
 {
@@ -1472,27 +1632,41 @@ static void iso_time(int64_t sec, char *buf, size_t len)
 	strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
+/* The view served now, with a reference for the caller. */
+static struct tls_reg *core_current(struct tls_core *c, uint64_t *reloads)
+{
+	struct tls_reg *r;
+
+	pthread_mutex_lock(&c->lock);
+	r = tls_get(c->cur);
+	if (reloads)
+		*reloads = c->reloads;
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
 static int cmd_status(void *ctx, const struct control_req *req, struct jsonw *w, char *err,
 		      size_t errlen)
 {
-	struct tls_cmd_ctx *cc = ctx;
-	struct tls_reg *r = cc->r;
+	struct tls_core *c = ctx;
+	uint64_t reloads;
+	struct tls_reg *r = core_current(c, &reloads);
 	int64_t now = (int64_t)time(NULL);
 	char when[32];
 
-	jsonw_bool(w, "ktls_kernel", r->ktls_kernel);
-	jsonw_str(w, "ktls_probe", r->ktls_why);
-	jsonw_u64(w, "reloads", r->reloads);
+	jsonw_bool(w, "ktls_kernel", c->ktls_kernel);
+	jsonw_str(w, "ktls_probe", c->ktls_why);
+	jsonw_u64(w, "reloads", reloads);
 	jsonw_u64(w, "warn_days", CERT_WARN_DAYS);
 	jsonw_arr_begin(w, "listeners");
 	for (unsigned li = 0; li < r->nlisteners; li++) {
 		struct tls_srv *s = srv_get(r, li);
-		const struct tls_lstats *st = &r->st[li];
+		const struct tls_lstats *st = r->l[li].st;
 
 		if (!s)
 			continue;
 		jsonw_obj_begin(w);
-		jsonw_str(w, "name", r->cfg->listeners[li].name);
+		jsonw_str(w, "name", r->l[li].name);
 		jsonw_str(w, "path", listener_path(r, li));
 		iso_time(s->loaded_at, when, sizeof(when));
 		jsonw_str(w, "loaded", when);
@@ -1506,24 +1680,24 @@ static int cmd_status(void *ctx, const struct control_req *req, struct jsonw *w,
 		jsonw_u64(w, "ktls_install_failures", atomic_load(&st->install_fail));
 		jsonw_arr_begin(w, "certificates");
 		for (unsigned i = 0; i < s->ncerts; i++) {
-			const struct tls_cert *c = &s->certs[i];
-			int64_t days = (c->not_after - now) / 86400;
+			const struct tls_cert *ce = &s->certs[i];
+			int64_t days = (ce->not_after - now) / 86400;
 
 			jsonw_obj_begin(w);
-			jsonw_str(w, "file", c->file);
-			jsonw_str(w, "subject", c->subject);
-			jsonw_str(w, "key", c->key);
+			jsonw_str(w, "file", ce->file);
+			jsonw_str(w, "subject", ce->subject);
+			jsonw_str(w, "key", ce->key);
 			jsonw_arr_begin(w, "names");
-			for (unsigned k = 0; k < c->nnames; k++)
-				jsonw_str(w, NULL, c->names[k]);
+			for (unsigned k = 0; k < ce->nnames; k++)
+				jsonw_str(w, NULL, ce->names[k]);
 			jsonw_arr_end(w);
-			iso_time(c->not_after, when, sizeof(when));
+			iso_time(ce->not_after, when, sizeof(when));
 			jsonw_str(w, "not_after", when);
 			jsonw_i64(w, "days_left", days);
-			jsonw_bool(w, "expiring", c->not_after - now < CERT_WARN_DAYS * 86400);
-			jsonw_bool(w, "default", c->group == s->default_group &&
-						 i == r->cfg->listeners[li].tls->default_cert);
-			jsonw_bool(w, "ocsp_staple", c->ocsp != NULL);
+			jsonw_bool(w, "expiring", ce->not_after - now < CERT_WARN_DAYS * 86400);
+			jsonw_bool(w, "default", ce->group == s->default_group &&
+						 i == r->l[li].default_cert);
+			jsonw_bool(w, "ocsp_staple", ce->ocsp != NULL);
 			jsonw_obj_end(w);
 		}
 		jsonw_arr_end(w);
@@ -1531,44 +1705,46 @@ static int cmd_status(void *ctx, const struct control_req *req, struct jsonw *w,
 		srv_put(s);
 	}
 	jsonw_arr_end(w);
+	tls_put(r);
 	return 0;
 }
 
 static int cmd_reload(void *ctx, const struct control_req *req, struct jsonw *w, char *err,
 		      size_t errlen)
 {
-	struct tls_cmd_ctx *cc = ctx;
-	int rc = tls_reload(cc->r, cc->cfg, err, errlen);
+	struct tls_core *c = ctx;
+	uint64_t reloads;
+	struct tls_reg *r = core_current(c, NULL);
+	int rc = tls_reload(r, err, errlen);
 
+	tls_put(r);
 	if (rc) {
 		log_warn("tls.reload refused, the running certificates stay: %s", err);
 		return rc;
 	}
+	tls_put(core_current(c, &reloads));
 	log_notice("tls.reload: certificates and keys reloaded; new handshakes use them");
-	jsonw_u64(w, "reloads", cc->r->reloads);
+	jsonw_u64(w, "reloads", reloads);
 	return 0;
 }
 
 int tls_register_commands(struct tls_reg *r, struct control *c, const struct config *cfg)
 {
-	/* Lives as long as the process: the control socket may call it until exit. */
-	static struct tls_cmd_ctx cc;
 	int rc;
 
+	(void)cfg; /* the running configuration is the core's current one, reloads included */
 	if (!r)
 		return 0;
-	cc.r = r;
-	cc.cfg = cfg;
-	if ((rc = control_register(c, "tls.status", cmd_status, &cc)))
+	if ((rc = control_register(c, "tls.status", cmd_status, r->core)))
 		return rc;
-	return control_register(c, "tls.reload", cmd_reload, &cc);
+	return control_register(c, "tls.reload", cmd_reload, r->core);
 }
 
 /* ---- metrics ---------------------------------------------------------------------------- */
 
 static void collect(void *ctx, struct metrics_out *o)
 {
-	struct tls_reg *r = ctx;
+	struct tls_reg *r = core_current(ctx, NULL);
 	static const struct {
 		const char *name, *type, *help;
 	} fam[] = {
@@ -1581,10 +1757,10 @@ static void collect(void *ctx, struct metrics_out *o)
 	for (unsigned f = 0; f < sizeof(fam) / sizeof(fam[0]); f++) {
 		metrics_family(o, fam[f].name, fam[f].type, fam[f].help);
 		for (unsigned li = 0; li < r->nlisteners; li++) {
-			const struct tls_lstats *st = &r->st[li];
-			const char *ln = r->cfg->listeners[li].name;
+			const struct tls_lstats *st = r->l[li].st;
+			const char *ln = r->l[li].name;
 
-			if (!r->cfg->listeners[li].tls)
+			if (!r->l[li].on)
 				continue;
 			if (f == 0) {
 				metrics_sample_u64(o, fam[f].name, (const char *const[]){ "listener", ln, "result", "ok", NULL }, atomic_load(&st->hs_ok));
@@ -1606,9 +1782,10 @@ static void collect(void *ctx, struct metrics_out *o)
 			}
 		}
 	}
+	tls_put(r);
 }
 
 int tls_register_metrics(struct tls_reg *r, struct metrics *m)
 {
-	return r && m ? metrics_register(m, collect, r) : 0;
+	return r && m ? metrics_register(m, collect, r->core) : 0;
 }

@@ -14,10 +14,13 @@ struct jsonw;
 struct metrics;
 
 /*
- * The TLS state of the running agent: one certificate set per TLS listener
- * (replaced whole by tls_reload; connections keep the set they started
- * with), the session-ticket key ring and the per-listener counters.
- * Thread-safe: workers create connections, the control thread reloads.
+ * The TLS side of one configuration (snapshot->tls): one certificate set per
+ * TLS listener of that configuration (replaced whole by tls_reload;
+ * connections keep the set they started with). Every such view shares the
+ * agent's core: the kTLS probe, the session-ticket key ring (kept across
+ * reloads, so resumption goes on) and the per-listener counters (by name).
+ * Reference counted; thread-safe: workers create connections, the control
+ * thread and reloads build and publish views.
  */
 struct tls_reg;
 
@@ -28,19 +31,40 @@ struct tls_conn;
 #define TLS_WANT (-11000) /* needs more ciphertext from the peer */
 
 /*
- * Loads every TLS listener of cfg (which must outlive the registry or be
- * replaced through tls_reload), probes the kernel for kTLS once and logs,
- * per listener, which record layer it will use. Returns 0 (with *out NULL
- * when no listener has TLS) or a negative errno with the reason in err
- * ("FILE:LINE: KEY: reason" for file problems, loose key permissions included).
+ * Creates the core and the view of cfg (a reference for the caller; cfg must
+ * outlive it, as a snapshot's config does): every TLS listener's
+ * certificates and keys read, the kernel probed for kTLS once and, per
+ * listener, which record layer it will use logged. A view is made even when
+ * no listener has TLS, so a reload can add one. Returns 0 or a negative
+ * errno with the reason in err ("FILE:LINE: KEY: reason" for file problems,
+ * loose key permissions included).
  */
 int tls_start(struct tls_reg **out, const struct config *cfg, char *err, size_t errlen);
+/* At exit, after the workers: frees the core. Views still referenced (snapshots) die with them. */
 void tls_stop(struct tls_reg *r);
 
-/* Re-reads every certificate and key; all or nothing. New handshakes use the new set. */
-int tls_reload(struct tls_reg *r, const struct config *cfg, char *err, size_t errlen);
+/* A view reference taken and given back (NULL is fine). */
+struct tls_reg *tls_get(struct tls_reg *r);
+void tls_put(struct tls_reg *r);
 
-/* Registers "tls.status" and "tls.reload" (cfg is the running configuration). */
+/*
+ * For a configuration reload: a new view of cfg on cur's core, every
+ * certificate and key read now (all or nothing, errors as tls_start's).
+ * Nothing running changes until the caller hands the view to a snapshot and
+ * tls_publish()es it.
+ */
+int tls_rebuild(struct tls_reg *cur, const struct config *cfg, struct tls_reg **out, char *err,
+		size_t errlen);
+/* Makes r the view "tls.status", "tls.reload" and the metrics see (called with the new snapshot). */
+void tls_publish(struct tls_reg *r);
+
+/*
+ * Re-reads every certificate and key of the served configuration (r's
+ * core's current view) in place; all or nothing. New handshakes use the new set.
+ */
+int tls_reload(struct tls_reg *r, char *err, size_t errlen);
+
+/* Registers "tls.status" and "tls.reload" (they follow reloads; cfg is unused). */
 int tls_register_commands(struct tls_reg *r, struct control *c, const struct config *cfg);
 
 /* Adds the openclaw_tls_* families to each scrape. */

@@ -14,6 +14,8 @@
 #include "accesslog.h"
 #include "log.h"
 #include "metrics.h"
+#include "upgrade.h"
+#include "tls_client.h"
 
 #define RING_ENTRIES 4096
 #define TICK_MS 100
@@ -216,6 +218,10 @@ static int gen_new(struct worker *w, struct snapshot *snap, struct wgen **out)
 		for (unsigned s = 0; s < cfg->upstreams[i].nservers; s++)
 			dlist_init(&g->upools[i][s].idle);
 	}
+	/* Exchanges of this generation count under its own route and listener names (metrics.h). */
+	err = metrics_map_new(w->metrics ? (struct metrics *)w->metrics->m : NULL, cfg, &g->mmap);
+	if (err)
+		goto fail;
 	snapshot_get(snap);
 	g->refs = 1;
 	*out = g;
@@ -242,10 +248,13 @@ void worker_gen_put(struct worker *w, struct wgen *g)
 	cfg = g->snap->cfg;
 	for (unsigned i = 0; i < cfg->nupstreams; i++) {
 		lb_local_destroy(&g->lb[i]);
+		for (unsigned s = 0; s < cfg->upstreams[i].nservers; s++)
+			tls_client_session_free(g->upools[i][s].tls_session);
 		free(g->upools[i]);
 	}
 	free(g->lb);
 	free(g->upools);
+	metrics_map_free(g->mmap);
 	snapshot_put(g->snap);
 	free(g);
 }
@@ -467,7 +476,10 @@ static int worker_setup(struct worker *w)
 		l->w = w;
 		l->idx = i;
 		dlist_init(&l->node);
-		l->fd = worker_listener_open(&cfg->listeners[i]);
+		/* Binary upgrade: the old clawd's socket for this address, else a new one. */
+		l->fd = upgrade_take_listener(&cfg->listeners[i], w->id);
+		if (l->fd < 0)
+			l->fd = worker_listener_open(&cfg->listeners[i]);
 		if (l->fd < 0) {
 			log_err("listener %s %s: %s", cfg->listeners[i].name,
 				net_addr_format((const struct sockaddr *)&cfg->listeners[i].addr.ss,
@@ -572,7 +584,6 @@ int workers_start(struct worker_set *ws, struct snapshot *snap, unsigned n, stru
 		w->reload_fd = -1;
 		w->alog = alog ? alog_ring(alog, i) : NULL;
 		w->metrics = metrics_worker(ws->metrics, i);
-		w->metrics_cfg = snap->cfg;
 		ws->n++;
 		err = worker_setup(w);
 		if (err)

@@ -19,6 +19,7 @@ struct guard;
 struct gate;
 struct metrics;
 struct metrics_worker;
+struct metrics_map;
 struct tls_reg;
 
 /* An immutable published configuration with its shared balancer state. */
@@ -26,7 +27,7 @@ struct snapshot {
 	struct config *cfg;
 	struct lb_pool *pools;  /* one per cfg->upstreams entry (maybe borrowed from pools_owner) */
 	char ***server_names;   /* [pool][server] "ip:port", for logs */
-	struct tls_reg *tls;    /* TLS listeners' contexts (tls.h), NULL when none; set before workers start */
+	struct tls_reg *tls;    /* its TLS view (tls.h): a reference, put with the snapshot; NULL before tls_start */
 	struct snapshot *pools_owner; /* reload with unchanged upstreams: pools and names are its (a reference is held) */
 	_Atomic int refs;       /* holders: the publisher, each worker generation using it */
 };
@@ -59,6 +60,7 @@ enum op {
 	OP_WAKE,
 	OP_SPLICE,      /* splice.c: user_data points at a struct splice_io */
 	OP_RELOAD,      /* the reload eventfd: a new snapshot is waiting in worker.publish */
+	OP_RETRY,       /* proxy.c: a client's retry backoff timer (retry.h) */
 };
 #define OP_MASK 0xfull
 
@@ -82,6 +84,7 @@ struct wgen {
 	struct snapshot *snap;
 	struct lb_local *lb;            /* per pool */
 	struct upool_server **upools;   /* [pool][server] idle connections */
+	struct metrics_map *mmap;       /* its indexes as metrics slots (metrics.h), or NULL when metrics are off */
 	unsigned refs;                  /* the worker while current, each client and upconn */
 };
 
@@ -95,6 +98,7 @@ struct wpublish {
 struct upool_server {
 	struct dlist idle;  /* struct upconn.node, most recently used first */
 	unsigned nidle;
+	void *tls_session;  /* upstream TLS: the SSL_SESSION this worker resumes (tls_client.h), or NULL */
 };
 
 /* Counters written by their worker only and read by the control thread. */
@@ -148,7 +152,6 @@ struct worker {
 	struct gate *gate;               /* admission after routing (gate.h): auth, limits; NULL when off */
 	bool ring_disabled;              /* created R_DISABLED: the worker enables it */
 	struct metrics_worker *metrics;  /* this worker's counters and histograms (metrics.h), or NULL */
-	const struct config *metrics_cfg; /* the configuration metrics are laid out by (the first one) */
 } __attribute__((aligned(64))); /* user_data tags need 16; 64 keeps workers off each other's lines */
 
 /* Shared between the main thread and workers. */

@@ -1,6 +1,7 @@
-/* bpf/sk_splice.bpf.c — sockmap splice: stream verdict redirecting each spliced socket's bytes to its partner, within a byte budget. */
+/* bpf/sk_splice.bpf.c — sockmap splice: stream verdict redirecting each spliced socket's bytes to its partner, within a byte budget, never twice. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
 
 #include "openclaw/splice.h"
 
@@ -83,6 +84,92 @@ static __always_inline __u32 peer_inflight(struct splice_sock *s, __u64 delivere
 	return (__u32)s->una_base + (__u32)(s->redirected + delivered) - una;
 }
 
+/*
+ * TCP_SKB_CB(skb)->seq of the skb being judged: the sequence number of its
+ * first payload byte.
+ *
+ * How, on every kernel from 6.1 on, without the 6.2+ bpf_cast_to_kern_ctx():
+ * an sk_skb program's context register holds the kernel's struct sk_buff
+ * itself (sk_psock_verdict_recv() runs the program on the skb, and the
+ * verifier rewrites every __sk_buff field load into a load at an offset of
+ * struct sk_buff from that register: bpf_convert_ctx_access()). The
+ * verifier will not let the program load from a ctx pointer it moved, but
+ * bpf_probe_read_kernel()'s source is ARG_ANYTHING, which takes any
+ * register, a moved ctx pointer included, when the loader may leak
+ * pointers (CAP_PERFMON or CAP_SYS_ADMIN, which loading sk_skb needs
+ * anyway; check_func_arg()). So the address is ctx + offsetof(struct
+ * sk_buff, cb) + offsetof(struct tcp_skb_cb, seq), both relocated by CO-RE
+ * against the running kernel's BTF.
+ *
+ * Why it is safe: the read is bpf_probe_read_kernel() (a fault-tolerant
+ * copy that returns an error, never oopses); the skb is unlinked from the
+ * receive queue and owned by the verdict path for the whole run
+ * (tcp_read_skb()), so cb cannot change under us; nothing between TCP's
+ * receive path and the program touches cb's first bytes (the psock keeps
+ * its own state in skb->_sk_redir; struct sk_skb_cb's scratch lies past
+ * them); the program only reads. A wrong value could only make trim_judged()
+ * drop or reset, and selftests/bpf/test_sk_splice.c checks it byte-exactly.
+ */
+static __always_inline int skb_tcp_seq(struct __sk_buff *skb, __u32 *seq)
+{
+	unsigned long off = bpf_core_field_offset(struct sk_buff, cb) +
+			    bpf_core_field_offset(struct tcp_skb_cb, seq);
+
+	return bpf_probe_read_kernel(seq, sizeof(*seq), (char *)skb + off);
+}
+
+/*
+ * Trims the bytes at the head of skb that this program has judged already and
+ * returns what is left (0: all of it was seen), or -1 when it cannot.
+ *
+ * Why: tcp_read_skb() (the stream-verdict path since Linux 6.0) hands over
+ * whole skbs from the receive queue. TCP queues a retransmission that
+ * overlaps bytes it already received as a whole skb (tcp_data_queue(),
+ * "partial packet": seq < rcv_nxt < end_seq); tcp_recvmsg() skips the old
+ * head by copied_seq, the verdict path does not, so the head would be
+ * delivered a second time. The same holds for an skb that clawd read part of
+ * before the hand-off. The first judged byte is the socket's copied_seq at the
+ * first verdict (nothing is judged or passed before it).
+ */
+static __always_inline int trim_judged(struct __sk_buff *skb, struct splice_sock *s)
+{
+	__u32 len = skb->len, seq, end, over;
+
+	if (skb_tcp_seq(skb, &seq))
+		return -1;
+	end = seq + len; /* payload end (a FIN's extra sequence number excluded) */
+	if (!s->seq_set) {
+		struct bpf_sock *sk = skb->sk;
+		struct tcp_sock *tp = sk ? bpf_skc_to_tcp_sock(sk) : NULL;
+
+		if (!tp)
+			return -1;
+		s->next_seq = tp->copied_seq;
+		s->seq_set = 1;
+	}
+	over = s->next_seq - seq;
+	if ((__s32)over <= 0) {
+		s->next_seq = end;
+		return len;
+	}
+	if (over > len)
+		over = len;
+	for (int i = 0; i < SPLICE_TRIM_STEPS && over; i++) {
+		__u32 n = over < SPLICE_TRIM_STEP ? over : SPLICE_TRIM_STEP;
+
+		if (bpf_skb_adjust_room(skb, -(__s32)n, 0, 0))
+			return -1;
+		over -= n;
+		s->dup_bytes += n;
+		count(SPLICE_C_DUP_BYTES, n);
+	}
+	if (over)
+		return -1;
+	if ((__s32)(end - s->next_seq) > 0)
+		s->next_seq = end;
+	return skb->len;
+}
+
 SEC("sk_skb/stream_verdict")
 int splice_verdict(struct __sk_buff *skb)
 {
@@ -92,6 +179,7 @@ int splice_verdict(struct __sk_buff *skb)
 	__u32 len = skb->len;
 	__u64 delivered, *dv;
 	__u32 inflight;
+	int ret;
 
 	/* A zero-length skb carries the FIN: redirected it would set EPIPE on the
 	 * peer. clawd sees the hang-up and shuts the peer's write side itself. */
@@ -107,6 +195,18 @@ int splice_verdict(struct __sk_buff *skb)
 		count(SPLICE_C_NO_PEER, 1);
 		return SK_PASS;
 	}
+	if (s->state == SPLICE_BROKEN)
+		return SK_DROP; /* clawd is resetting the connection */
+	ret = trim_judged(skb, s);
+	if (ret < 0) {
+		/* Delivering it would duplicate bytes: drop it and let clawd reset both ends. */
+		s->state = SPLICE_BROKEN;
+		count(SPLICE_C_DUP_FAIL, 1);
+		return SK_DROP;
+	}
+	if (ret == 0)
+		return SK_DROP; /* a retransmission of bytes already judged */
+	len = (__u32)ret;
 	/* Redirect only when clawd has moved every byte ever left on this socket
 	 * (paused, or passed while the peer was not in the map yet): a byte
 	 * redirected now would overtake them. */

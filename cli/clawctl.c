@@ -1,6 +1,7 @@
 /* cli/clawctl.c — clawctl: a thin client of clawd's control socket (human tables, or --json). */
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -20,6 +21,7 @@
 #include "obs.h"
 #include "parse.h"
 #include "ratelimit.h"
+#include "upgrade.h"
 
 #define EXIT_REFUSED 1 /* the agent said no, or could not be reached */
 #define EXIT_USAGE 2   /* the command line is wrong */
@@ -245,6 +247,7 @@ static int cmd_status(struct ctl *ctl, int argc, char **argv)
 		       n == 1 ? "" : "s");
 	}
 	printf("%-12s %lld\n", "routes", (long long)jsonr_get_int(&j, r, "routes", 0));
+	obs_status_print(&j, r); /* splice and key store (cli/obs.c) */
 	return 0;
 }
 
@@ -306,6 +309,52 @@ static int ctl_send_obj(struct ctl *ctl, struct jsonw *w, struct jsonr *j, char 
 	w->buf[w->len++] = '\n';
 	w->buf[w->len] = '\0';
 	return ctl_request(ctl, w->buf, j, raw);
+}
+
+/* Binary upgrade (docs/operations.md "Upgrading the binary"): clawd starts the new binary and hands over. */
+static int cmd_upgrade(struct ctl *ctl, int argc, char **argv)
+{
+	const char *bin = NULL, *timeout = NULL;
+	char path[PATH_MAX], buf[PATH_MAX + 256], *raw = NULL;
+	uint64_t ms = UPGRADE_DEFAULT_TIMEOUT_MS;
+	struct jsonw w;
+	struct jsonr j;
+	int rc;
+
+	for (int i = 1; i < argc; i++) {
+		const char **dst = !strcmp(argv[i], "--binary") ? &bin
+				   : !strcmp(argv[i], "--timeout") ? &timeout : NULL;
+
+		if (!dst)
+			return argv[i][0] == '-' ? usage_error("upgrade: unknown option '%s'", argv[i])
+						 : usage_error("upgrade: unexpected argument '%s'", argv[i]);
+		if (i + 1 >= argc)
+			return usage_error("upgrade: %s needs a value", argv[i]);
+		if (*dst)
+			return usage_error("upgrade: %s given twice", argv[i]);
+		*dst = argv[++i];
+	}
+	if (timeout && (parse_duration_ms(timeout, &ms) || !ms || ms > UPGRADE_MAX_TIMEOUT_MS))
+		return usage_error("upgrade: --timeout: expected a duration from 1ms to 10m such as 10s, got '%s'",
+				   timeout);
+	/* clawd runs elsewhere (another directory): it gets an absolute path to an executable. */
+	if (bin && !realpath(bin, path))
+		return usage_error("upgrade: --binary '%s': %s", bin, strerror(errno));
+	if (bin && access(path, X_OK))
+		return usage_error("upgrade: --binary '%s': not executable: %s", bin, strerror(errno));
+	jsonw_init(&w, buf, sizeof(buf));
+	jsonw_obj_begin(&w);
+	jsonw_str(&w, "cmd", "upgrade");
+	if (bin)
+		jsonw_str(&w, "binary", path);
+	jsonw_u64(&w, "timeout_ms", ms);
+	if ((rc = ctl_send_obj(ctl, &w, &j, &raw)))
+		return rc;
+	if (ctl->json)
+		printf("%s\n", raw);
+	else
+		printf("%s\n", jsonr_get_str(&j, &j.nodes[0], "message"));
+	return 0;
 }
 
 /* Checks a CIDR the way clawd will, so a typo never reaches the agent. */
@@ -1105,6 +1154,23 @@ static void backend_pool_limits(const struct jsonr *j, const struct jsonr_node *
 		putchar('\n');
 }
 
+/* Pool lines for servers removed at run time and runtime changes the config file overrode. */
+static void backend_pool_runtime(const struct jsonr *j, const struct jsonr_node *p)
+{
+	const char *dropped = jsonr_get_str(j, p, "runtime_dropped");
+	bool any = false;
+
+	for (const struct jsonr_node *a = jsonr_child(j, jsonr_get(j, p, "runtime_removed")); a;
+	     a = jsonr_next(j, a)) {
+		printf("%s%s", any ? ", " : "  removed at run time: ", a->str ? a->str : "?");
+		any = true;
+	}
+	if (any)
+		putchar('\n');
+	if (dropped)
+		printf("  runtime changes dropped: %s\n", dropped);
+}
+
 static int backends_list(struct ctl *ctl, int argc, char **argv)
 {
 	char buf[512];
@@ -1138,6 +1204,7 @@ static int backends_list(struct ctl *ctl, int argc, char **argv)
 			printf(" every %lldms", (long long)jsonr_get_int(&j, p, "health_interval_ms", 0));
 		printf(", %lld ejected)\n", (long long)jsonr_get_int(&j, p, "ejected", 0));
 		backend_pool_limits(&j, p);
+		backend_pool_runtime(&j, p);
 		printf("  %-22s %-8s %-7s %6s %7s %6s %5s  %-40s %s\n", "SERVER", "STATE", "ROLE",
 		       "WEIGHT", "EFFECT", "ACTIVE", "CONNS", "LAST CHECK", "NOTE");
 		for (const struct jsonr_node *s = jsonr_child(&j, jsonr_get(&j, p, "servers")); s;
@@ -1148,13 +1215,18 @@ static int backends_list(struct ctl *ctl, int argc, char **argv)
 
 			backend_check(&j, s, chk, sizeof(chk));
 			backend_note(&j, s, note, sizeof(note));
-			printf("  %-22s %-8s %-7s %6lld %7.2f %6lld %5lld  %-40s %s\n",
+			const char *origin = jsonr_get_str(&j, s, "origin");
+
+			printf("  %-22s %-8s %-7s %6lld %7.2f %6lld %5lld  %-40s %s%s\n",
 			       jsonr_get_str(&j, s, "address"), jsonr_get_str(&j, s, "state"),
 			       bk && bk->b ? "backup" : "primary",
 			       (long long)jsonr_get_int(&j, s, "weight", 0),
 			       eff && eff->type == JSONR_NUMBER ? eff->num : 0.0,
 			       (long long)jsonr_get_int(&j, s, "active", 0),
-			       (long long)jsonr_get_int(&j, s, "connections", 0), chk, note);
+			       (long long)jsonr_get_int(&j, s, "connections", 0), chk, note,
+			       origin && !strcmp(origin, "runtime") ? (note[0] ? ", added at run time"
+										  : "added at run time")
+								    : "");
 		}
 	}
 	return 0;
@@ -1295,18 +1367,97 @@ static int backends_change(struct ctl *ctl, const char *sub, int argc, char **ar
 	}
 }
 
+/* backends add POOL ADDR [--weight W] [--backup] | backends remove POOL ADDR (docs/health.md). */
+static int backends_add_remove(struct ctl *ctl, const char *sub, int argc, char **argv)
+{
+	bool add = !strcmp(sub, "add"), backup = false;
+	const char *pos[2] = { NULL, NULL }, *wt = NULL;
+	const char *why = "invalid";
+	unsigned npos = 0;
+	char what[32], buf[1024];
+	uint64_t weight = 1;
+	struct net_addr na;
+	struct jsonw w;
+	struct jsonr j;
+	char *raw = NULL;
+	int rc;
+
+	snprintf(what, sizeof(what), "backends %s", sub);
+	for (int i = 1; i < argc; i++) {
+		if (add && (rc = take_opt(what, "--weight", argc, argv, &i, &wt)) != 0) {
+			if (rc < 0)
+				return -rc;
+			continue;
+		}
+		if (add && !strcmp(argv[i], "--backup")) {
+			backup = true;
+			continue;
+		}
+		if (argv[i][0] == '-' && argv[i][1] != '\0')
+			return usage_error("%s: unknown option '%s'", what, argv[i]);
+		if (npos == 2)
+			return usage_error("%s: unexpected argument '%s'", what, argv[i]);
+		pos[npos++] = argv[i];
+	}
+	if (npos < 2)
+		return usage_error("%s: usage: backends %s POOL ADDR%s", what, sub,
+				   add ? " [--weight W] [--backup]" : "");
+	if (net_addr_parse(pos[1], 0, &na, &why))
+		return usage_error("%s: bad address '%s': %s (want IP:PORT)", what, pos[1], why);
+	if (wt) {
+		char *end = NULL;
+
+		errno = 0;
+		weight = strtoull(wt, &end, 10);
+		if (errno || !end || *end || wt[0] < '0' || wt[0] > '9' || weight < 1 || weight > 1000)
+			return usage_error("%s: --weight must be an integer from 1 to 1000, got '%s'", what,
+					   wt);
+	}
+	jsonw_init(&w, buf, sizeof(buf));
+	jsonw_obj_begin(&w);
+	jsonw_str(&w, "cmd", add ? "backends.add" : "backends.remove");
+	jsonw_str(&w, "pool", pos[0]);
+	jsonw_str(&w, "address", pos[1]);
+	if (add) {
+		jsonw_u64(&w, "weight", weight);
+		jsonw_bool(&w, "backup", backup);
+	}
+	if ((rc = ctl_send_obj(ctl, &w, &j, &raw)))
+		return rc;
+	const struct jsonr_node *r = &j.nodes[0];
+	const char *save_err = jsonr_get_str(&j, r, "save_error");
+
+	if (ctl->json)
+		printf("%s\n", raw);
+	else if (add)
+		printf("upstream %s %s: added (weight %lld%s); %lld servers, every worker uses it now\n",
+		       jsonr_get_str(&j, r, "pool"), jsonr_get_str(&j, r, "address"),
+		       (long long)jsonr_get_int(&j, r, "weight", 0), backup ? ", backup" : "",
+		       (long long)jsonr_get_int(&j, r, "servers", 0));
+	else
+		printf("upstream %s %s: removed, no new requests; %lld in flight finish on it; "
+		       "%lld servers left\n", jsonr_get_str(&j, r, "pool"),
+		       jsonr_get_str(&j, r, "address"), (long long)jsonr_get_int(&j, r, "active", 0),
+		       (long long)jsonr_get_int(&j, r, "servers", 0));
+	if (save_err)
+		fprintf(stderr, "clawctl: warning: applied but not saved for restarts: %s\n", save_err);
+	return 0;
+}
+
 static int cmd_backends(struct ctl *ctl, int argc, char **argv)
 {
 	const char *sub = argc > 1 ? argv[1] : NULL;
 
 	if (!sub)
-		return usage_error("backends: missing subcommand (list, drain, enable or weight)");
+		return usage_error("backends: missing subcommand (list, drain, enable, weight, add or remove)");
 	if (!strcmp(sub, "list"))
 		return backends_list(ctl, argc - 1, argv + 1);
 	if (!strcmp(sub, "drain") || !strcmp(sub, "enable") || !strcmp(sub, "weight"))
 		return backends_change(ctl, sub, argc - 1, argv + 1);
-	return usage_error("backends: unknown subcommand '%s' (want list, drain, enable or weight)",
-			   sub);
+	if (!strcmp(sub, "add") || !strcmp(sub, "remove"))
+		return backends_add_remove(ctl, sub, argc - 1, argv + 1);
+	return usage_error("backends: unknown subcommand '%s' (want list, drain, enable, weight, add "
+			   "or remove)", sub);
 }
 
 /* obs.c's view of ctl_call. */
@@ -1471,6 +1622,10 @@ static const struct ctl_cmd commands[] = {
 	{ "ping", "ping                   is clawd answering?", cmd_ping },
 	{ "reload", "reload                 load the config file again; refused with FILE:LINE if invalid",
 	  cmd_reload },
+	{ "upgrade", "upgrade [--binary PATH] [--timeout 10s]\n"
+		     "                         start the new clawd binary, hand it the listening sockets;\n"
+		     "                         this one drains and exits (refused: it keeps serving)",
+	  cmd_upgrade },
 	{ "stats", "stats [--json]         requests, errors, latency per route and backend, XDP drops",
 	  cmd_stats },
 	{ "top", "top [--interval 1s]    live view: req/s, errors, p50/p99, top routes, backends (q quits)",
@@ -1495,8 +1650,11 @@ static const struct ctl_cmd commands[] = {
 	  cmd_limits },
 	{ "backends", "backends list [POOL] | backends drain POOL ADDR [--wait 30s]\n"
 		      "                         | backends enable POOL ADDR | backends weight POOL ADDR W\n"
+		      "                         | backends add POOL ADDR [--weight W] [--backup]\n"
+		      "                         | backends remove POOL ADDR\n"
 		      "                         server state and health; take a server out gracefully,\n"
-		      "                         put it back, change its weight (kept across restarts)",
+		      "                         put it back, change its weight, add or remove a server\n"
+		      "                         without a reload (all kept across restarts)",
 	  cmd_backends },
 	{ "splice", "splice list | splice stats\n"
 		    "                         connections relayed in the kernel (client, backend, bytes, age);\n"

@@ -427,3 +427,45 @@ int obs_top(obs_call_fn call, void *ctx, int argc, char **argv)
 	free(s[1]);
 	return rc;
 }
+
+/* ---- clawctl status: splice and key store lines ---------------------------------------- */
+
+static bool flag(const struct jsonr *j, const struct jsonr_node *o, const char *k)
+{
+	const struct jsonr_node *n = o ? jsonr_get(j, o, k) : NULL;
+
+	return n && n->type == JSONR_BOOL && n->b;
+}
+
+void obs_status_print(const struct jsonr *j, const struct jsonr_node *r)
+{
+	const struct jsonr_node *sp = jsonr_get(j, r, "splice"), *k = jsonr_get(j, r, "keys");
+	const char *s;
+
+	if (sp && sp->type == JSONR_OBJECT) {
+		bool loaded = flag(j, sp, "loaded"), attached = flag(j, sp, "attached");
+
+		s = jsonr_get_str(j, sp, "enabled");
+		printf("%-12s %s, program %s", "splice", s ? s : "?",
+		       !loaded ? "not loaded" : attached ? "loaded and attached" : "loaded, not attached");
+		if ((s = jsonr_get_str(j, sp, "reason")))
+			printf(" (%s)", s);
+		printf(", %lld active, %lld spliced, %lld fallbacks\n",
+		       (long long)jsonr_get_int(j, sp, "active", 0), (long long)jsonr_get_int(j, sp, "spliced", 0),
+		       (long long)jsonr_get_int(j, sp, "fallbacks", 0));
+	}
+	if (k && k->type == JSONR_OBJECT) {
+		s = jsonr_get_str(j, k, "store");
+		if (!s) {
+			printf("%-12s off\n", "keys");
+		} else {
+			printf("%-12s %s: %lld active, %lld revoked, %lld expired", "keys", s,
+			       (long long)jsonr_get_int(j, k, "active", 0),
+			       (long long)jsonr_get_int(j, k, "revoked", 0),
+			       (long long)jsonr_get_int(j, k, "expired", 0));
+			if ((s = jsonr_get_str(j, k, "error")))
+				printf(" (unreadable: %s)", s);
+			printf("\n");
+		}
+	}
+}

@@ -14,4 +14,9 @@ int obs_stats(obs_call_fn call, void *ctx, bool json, int argc, char **argv);
 /* clawctl top [--interval DURATION]: refreshes until q (or EOF on stdin). */
 int obs_top(obs_call_fn call, void *ctx, int argc, char **argv);
 
+struct jsonr;
+struct jsonr_node;
+/* clawctl status: the "splice" and "keys" lines, from the status reply object r. */
+void obs_status_print(const struct jsonr *j, const struct jsonr_node *r);
+
 #endif

@@ -21,7 +21,13 @@
 enum splice_state {
 	SPLICE_RUN = 0,    /* bytes are redirected to the peer in the kernel */
 	SPLICE_PAUSED = 1, /* budget exceeded: bytes stay on this socket (SK_PASS) for clawd to move */
+	SPLICE_BROKEN = 2, /* an already-judged head could not be trimmed: the skb was dropped, clawd resets */
 };
+
+/* sk_skb's bpf_skb_adjust_room() shrinks at most 0xfff bytes per call. */
+#define SPLICE_TRIM_STEP 4095
+/* Calls per skb at most: 32 * 4095 covers two 64 KiB segments of overlap. */
+#define SPLICE_TRIM_STEPS 32
 
 /*
  * One socket of a spliced pair, keyed by its socket cookie; the value
@@ -41,7 +47,10 @@ struct splice_sock {
 	__u32 state;        /* enum splice_state */
 	__u32 una_set;      /* una_base is valid */
 	__u32 inflight_max; /* largest in-flight value seen at a redirect, bytes */
+	__u32 seq_set;      /* next_seq is valid */
+	__u32 next_seq;     /* TCP sequence number just past the last payload byte the program judged */
 	__u32 pad;
+	__u64 dup_bytes;    /* already-judged bytes at the head of a later skb, trimmed off (see docs/splice.md) */
 };
 
 /* Bytes of `passed` that clawd has read and written to the peer: value of
@@ -56,6 +65,8 @@ enum splice_counter {
 	SPLICE_C_FIN_DROPS,         /* zero-length skbs dropped */
 	SPLICE_C_NO_PEER,           /* skb on a socket without a splice_sock entry: passed */
 	SPLICE_C_REDIRECT_FAIL,     /* bpf_sk_redirect_hash refused (peer gone): passed */
+	SPLICE_C_DUP_BYTES,         /* already-judged bytes trimmed off the head of an skb */
+	SPLICE_C_DUP_FAIL,          /* skbs whose already-judged head could not be trimmed: dropped, connection reset */
 	SPLICE_C_N,
 };
 

@@ -43,11 +43,31 @@ CLAWD = os.environ.get("CLAWD") or os.path.join(ROOT, "build", "clawd")
 
 _procs = set()
 _dirs = set()
+_pids = set()  # clawd processes that are not our children (the new process of a binary upgrade)
 _cleanup_lock = threading.Lock()
+
+
+def track_pid(pid):
+    """Registers a clawd pid started by clawd itself (binary upgrade) for cleanup."""
+    _pids.add(int(pid))
+
+
+def _kill_tracked():
+    for pid in list(_pids):
+        try:
+            # Only a live clawd: a pid reused by something else is left alone.
+            with open("/proc/%d/stat" % pid) as f:
+                st = f.read()
+            if "(clawd)" in st and st.split(") ", 1)[1][:1] != "Z":
+                os.kill(pid, signal.SIGKILL)
+        except (OSError, IndexError):
+            pass
+        _pids.discard(pid)
 
 
 def _cleanup():
     with _cleanup_lock:
+        _kill_tracked()
         for p in list(_procs):
             try:
                 if p.poll() is None:
@@ -139,6 +159,7 @@ class Tap:
 
 def _cleanup_stray():
     """A subtest that failed mid-way may leave clawd running: kill it before the next one."""
+    _kill_tracked()
     for p in list(_procs):
         try:
             if p.poll() is None:
@@ -832,6 +853,15 @@ class Clawd:
                         timeout, what="%d access log lines" % n)
 
     def kill(self):
+        # After a binary upgrade the clawd serving is the one the pid file names.
+        pf = self.config.get("pid_file") if isinstance(self.config, dict) else None
+        if pf:
+            try:
+                with open(pf) as f:
+                    track_pid(int(f.read().strip()))
+            except (OSError, ValueError):
+                pass
+            _kill_tracked()
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=5)

@@ -190,9 +190,58 @@ def _():
     with Backend() as be, Clawd(simple_config(be)) as cd, Client(cd.port) as c:
         c.send(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
         eq(c.response().status, 200, "status")
+        # The idle connection gets 1 s for a last request (docs/operations.md), not drain_timeout.
         took = cd.stop(timeout=5)
-        check(took < 1.0, "stop took %.2fs with only an idle connection" % took)
+        check(took < 1.0 + 1.5, "stop took %.2fs with only an idle connection" % took)
         check(c.closed(1), "idle client connection not closed")
+
+
+def can_connect(port):
+    s = socket.socket()
+    s.settimeout(0.5)
+    try:
+        s.connect(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+@t.test("keep-alive clients sending as a SIGTERM drain starts get a full answer with Connection: close")
+def _():
+    with Backend() as be, Clawd(simple_config(be, drain_timeout="5s")) as cd:
+        req = b"GET /last HTTP/1.1\r\nHost: a.test\r\n\r\n"
+        clients = [Client(cd.port) for _ in range(4)]
+        try:
+            for c in clients:
+                c.send(req)
+                eq(c.response().status, 200, "first request")
+            # All four are idle now. One sends as soon as the drain has begun (the listener
+            # refuses), the others within its first half second: each request must be
+            # answered, never met by a close.
+            cd.signal(signal.SIGTERM)
+            cd.stopped = True
+            wait_for(lambda: not can_connect(cd.port), 3, interval=0.005,
+                     what="the listener to close (the drain to begin)")
+            clients[0].send(req)
+            for i, c in enumerate(clients[1:]):
+                time.sleep(0.15)
+                c.send(req)
+            for i, c in enumerate(clients):
+                r = c.response(timeout=5)
+                eq(r.status, 200, "client %d: status of the request sent during the drain" % i)
+                eq(len(r.body) > 0, True, "client %d: a whole body" % i)
+                eq((r.header("connection") or "").lower(), "close", "client %d: Connection header" % i)
+                check(c.closed(2), "client %d: connection not closed after the last answer" % i)
+            eq(be.counts()["requests"], 8, "requests at the backend")
+            rc = cd.wait_exit(8)
+            eq(rc, 0, "exit status")
+            san = cd.sanitizer_report()
+            check(not san, "sanitizer: %s" % san)
+        finally:
+            for c in clients:
+                c.close()
 
 
 def lb_config(backends, algorithm, weights=None, **up):

@@ -425,4 +425,176 @@ def _():
             subprocess.run(base + ["kill-server"], capture_output=True, timeout=10)
 
 
+def rewrite(cd, cfg):
+    """Writes cfg the way Clawd rendered the first one (same defaults), so fixed sections match."""
+    cfg = dict(cfg)
+    cfg.setdefault("access_log", os.path.join(cd.dir, "access.log"))
+    cfg.setdefault("workers", 1)
+    cfg.setdefault("control", {"socket": os.path.join(cd.dir, "ctl.sock")})
+    with open(cd.path + ".tmp", "w") as f:
+        f.write(harness.to_yaml(cfg) + "\n")
+    os.rename(cd.path + ".tmp", cd.path)
+
+
+def reload_ok(cd):
+    rc, out, err = clawctl("--socket", os.path.join(cd.dir, "ctl.sock"), "reload")
+    check(rc == 0 and "reloaded" in out, "clawctl reload: rc %d: %s%s" % (rc, out, err))
+
+
+def series(text, name):
+    """{frozenset(labels): value} of every sample of name."""
+    out = {}
+    for ln in text.splitlines():
+        m = re.fullmatch(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)", ln)
+        if m and m.group(1) == name:
+            out[frozenset(re.findall(r'([a-zA-Z_]+)="((?:[^"\\]|\\.)*)"', m.group(3) or ""))] = float(m.group(4))
+    return out
+
+
+@t.test("reload adding a route: /metrics counts it under its own label at once, old series stay monotonic")
+def _():
+    with Backend() as be:
+        cfg = config(be, workers=2)
+        cfg["upstreams"].append({"name": "extra", "servers": [be.addr]})
+        with Clawd(cfg) as cd:
+            for i in range(30):
+                eq(get(cd.port, "/api/a%d" % i).status, 200, "api before")
+            for i in range(4):
+                eq(get(cd.port, "/v2/x%d" % i).status, 404, "v2 before the reload")
+            before = scrape(cd)
+            promtool_check(before)
+            api = dict(listener="web", route="api", method="GET", code_class="2xx")
+            none = dict(listener="web", route="", method="GET", code_class="4xx")
+            eq(sample(before, "openclaw_requests_total", **api), 30, "api before")
+            eq(sample(before, "openclaw_requests_total", **none), 4, "no route before")
+            # The new route goes first (indexes shift: api is route 1 now) and to another pool.
+            cfg["routes"] = [{"name": "v2", "match": {"path_prefix": "/v2/"}, "upstream": "extra"}] + cfg["routes"]
+            cfg["listeners"].append({"name": "alt", "address": "127.0.0.1:%d" % free_port()})
+            rewrite(cd, cfg)
+            reload_ok(cd)
+            alt = int(cfg["listeners"][1]["address"].rsplit(":", 1)[1])
+            for i in range(25):
+                eq(get(cd.port, "/v2/y%d" % i).status, 200, "v2 after the reload")
+            for i in range(5):
+                eq(get(cd.port, "/api/b%d" % i).status, 200, "api after")
+            for i in range(3):
+                eq(get(alt, "/v2/z%d" % i).status, 200, "v2 on the new listener")
+            after = scrape(cd)
+            promtool_check(after)
+            v2 = dict(listener="web", route="v2", method="GET", code_class="2xx")
+            eq(sample(after, "openclaw_requests_total", **v2), 25, "v2 under its own label")
+            eq(sample(after, "openclaw_requests_total", listener="alt", route="v2", method="GET",
+                      code_class="2xx"), 3, "v2 on listener alt")
+            eq(sample(after, "openclaw_requests_total", **api), 35, "api: 30 before + 5 after")
+            eq(sample(after, "openclaw_requests_total", **none), 4, "no route unchanged")
+            eq(sample(after, "openclaw_request_duration_seconds_count", route="v2"), 28, "v2 histogram")
+            eq(sample(after, "openclaw_request_duration_seconds_count", route="api"), 35, "api histogram")
+            eq(sample(after, "openclaw_upstream_response_seconds_count", upstream="extra", server=be.addr), 28,
+               "pool extra histogram")
+            eq(sample(after, "openclaw_upstream_responses_total", upstream="pool", server=be.addr,
+                      code_class="2xx"), 35, "pool responses")
+            check(sample(after, "openclaw_received_bytes_total", listener="alt") > 0, "alt bytes")
+            # Monotonic: no series of the first scrape went down.
+            for name in ("openclaw_requests_total", "openclaw_request_duration_seconds_count",
+                         "openclaw_upstream_responses_total", "openclaw_received_bytes_total"):
+                b, a = series(before, name), series(after, name)
+                for k, v in b.items():
+                    check(k in a and a[k] >= v, "%s%s went from %s to %s" % (name, dict(k), v, a.get(k)))
+            _, out, _ = clawctl("--socket", os.path.join(cd.dir, "ctl.sock"), "stats", "--json")
+            routes = {r["name"]: r["requests"] for r in json.loads(out)["routes"]}
+            eq(routes.get("v2"), 28, "clawctl stats: v2")
+            eq(routes.get("api"), 35, "clawctl stats: api")
+            # Removing api: its series stop being exported; added back, it carries on from 35.
+            saved = cfg["routes"]
+            cfg["routes"] = saved[:1]
+            rewrite(cd, cfg)
+            reload_ok(cd)
+            mid = scrape(cd)
+            promtool_check(mid)
+            check('route="api"' not in mid, "a removed route is no longer exported")
+            eq(sample(mid, "openclaw_requests_total", **v2), 25, "v2 kept")
+            cfg["routes"] = saved
+            rewrite(cd, cfg)
+            reload_ok(cd)
+            eq(get(cd.port, "/api/c").status, 200, "api back")
+            last = scrape(cd)
+            promtool_check(last)
+            eq(sample(last, "openclaw_requests_total", **api), 36, "api resumes from its count")
+
+
+@t.test("clawctl status: splice state, key store counts, config file and load time (table and --json)")
+def _():
+    with Backend() as be:
+        st_dir = harness.make_tmpdir("clawd-obs-state-")
+        cfg = config(be, workers=1)
+        cfg["state_dir"] = st_dir
+        cfg["tiers"] = [{"name": "free", "rate": "100/s", "burst": 100}]
+        cfg["routes"][0]["auth"] = {"type": "api_key"}
+        cfg["splice"] = {"enabled": "off"}
+        with Clawd(cfg) as cd:
+            sock = os.path.join(cd.dir, "ctl.sock")
+            t0 = int(time.time())
+            ids = []
+            for i in range(4):
+                rc, out, err = clawctl("--socket", sock, "--json", "keys", "create", "--name", "k%d" % i,
+                                       "--tier", "free")
+                eq(rc, 0, "keys create: %s" % err)
+                ids.append(json.loads(out)["id"])
+            rc, out, err = clawctl("--socket", sock, "keys", "revoke", ids[0])
+            eq(rc, 0, "keys revoke: %s%s" % (out, err))
+            rc, out, err = clawctl("--socket", sock, "--json", "status")
+            eq(rc, 0, "status --json: %s" % err)
+            j = json.loads(out)
+            eq(j["config"], cd.path, "config path")
+            check(abs(j["config_loaded_unix"] - t0) <= 30, "config_loaded_unix %r near %d" % (j["config_loaded_unix"], t0))
+            check(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", j["config_loaded"]), "config_loaded %r" % j["config_loaded"])
+            eq(j["keys"]["store"], os.path.join(st_dir, "keys.db"), "key store path")
+            eq((j["keys"]["active"], j["keys"]["revoked"], j["keys"]["expired"]), (3, 1, 0), "key counts")
+            eq(j["splice"]["enabled"], "off", "splice mode")
+            eq(j["splice"]["loaded"], False, "splice program not loaded")
+            eq(j["splice"]["attached"], False, "splice program not attached")
+            eq((j["splice"]["active"], j["splice"]["fallbacks"]), (0, 0), "splice counts")
+            check(j["splice"].get("reason"), "a reason when not loaded")
+            rc, out, err = clawctl("--socket", sock, "status")
+            eq(rc, 0, "status: %s" % err)
+            check(re.search(r"^config\s+%s \(loaded %s" % (re.escape(cd.path), j["config_loaded"]), out, re.M),
+                  "config line: %r" % out)
+            check(re.search(r"^keys\s+%s: 3 active, 1 revoked, 0 expired$" % re.escape(j["keys"]["store"]),
+                            out, re.M), "keys line: %r" % out)
+            check(re.search(r"^splice\s+off, program not loaded .*0 active, 0 spliced, 0 fallbacks$", out, re.M),
+                  "splice line: %r" % out)
+            # A reload moves the load time and keeps the counts.
+            time.sleep(1.1)
+            rewrite(cd, cfg)
+            reload_ok(cd)
+            j2 = json.loads(clawctl("--socket", sock, "--json", "status")[1])
+            check(j2["config_loaded_unix"] > j["config_loaded_unix"], "load time moved on reload: %r -> %r"
+                  % (j["config_loaded_unix"], j2["config_loaded_unix"]))
+            eq(j2["keys"]["active"], 3, "keys after reload")
+    with Backend() as be, Clawd(config(be)) as cd:
+        j = json.loads(clawctl("--socket", os.path.join(cd.dir, "ctl.sock"), "--json", "status")[1])
+        eq(j["keys"]["store"], None, "no key store without api_key routes or tiers")
+        eq(j["splice"]["enabled"], "auto", "splice default")
+        eq(j["splice"]["loaded"], False, "no splice route: not loaded")
+        out = clawctl("--socket", os.path.join(cd.dir, "ctl.sock"), "status")[1]
+        check(re.search(r"^keys\s+off$", out, re.M), "keys off line: %r" % out)
+        check(re.search(r"^splice\s+auto, program not loaded \(no route uses splice or tcp mode\)", out, re.M),
+              "splice line: %r" % out)
+
+
+@t.test("the Grafana dashboard uses only metrics that docs/metrics.md lists")
+def _():
+    with open(os.path.join(harness.ROOT, "examples", "grafana", "openclaw.json")) as f:
+        dash = json.load(f)
+    with open(os.path.join(harness.ROOT, "docs", "metrics.md")) as f:
+        doc = f.read()
+    used = set()
+    for p in dash["panels"]:
+        for tg in p.get("targets", []):
+            used |= set(re.findall(r"\b(openclaw_[a-z0-9_]+?)(?:_bucket|_sum|_count)?\b(?=[{\[])", tg["expr"]))
+    check(len(used) >= 15, "metrics found in the dashboard: %r" % sorted(used))
+    missing = sorted(m for m in used if "`%s`" % m not in doc)
+    eq(missing, [], "dashboard metrics absent from docs/metrics.md")
+
+
 t.main()

@@ -1,0 +1,671 @@
+/* agent/tls_client.c — upstream TLS: OpenSSL 3 client contexts per pool (CA, mutual TLS, SNI, ALPN), a memory-BIO engine per backend connection, session resumption, per-pool counters. */
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "config.h"
+#include "log.h"
+#include "metrics.h"
+#include "netaddr.h"
+#include "tls_client.h"
+
+#define TLS_UP_IN_CAP (32 * 1024) /* ciphertext read buffer: two full records */
+#define REASON_MAX 160            /* bytes of a failure reason kept for logs and health details */
+
+/* Handshake outcomes of one pool, summed over workers (atomic adds, once per connection). */
+struct tlsc_stats {
+	struct tlsc_stats *next;
+	char *pool;
+	unsigned refs;                  /* contexts of loaded configurations naming the pool */
+	_Atomic uint64_t ok, resumed, verify_failed, failed;
+};
+
+/* Every pool's counters, found by name so they carry on across reloads. */
+static struct {
+	pthread_mutex_t lock;
+	struct tlsc_stats *head;
+} reg = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+struct tls_client_ctx {
+	SSL_CTX *ssl;
+	char *pool;              /* for logs */
+	char *sni;               /* server name sent and checked, NULL = the address is checked */
+	bool verify;
+	bool reuse;              /* sessions are resumed */
+	struct tlsc_stats *st;
+};
+
+struct tls_up {
+	struct tls_client_ctx *x;
+	SSL *ssl;
+	void **slot;               /* this worker's cached session for the server, or NULL */
+	char server[NET_ADDR_STRLEN];
+	unsigned flags;
+	char *in;                  /* ciphertext from the socket */
+	uint32_t in_off, in_len;
+	char *wb;                  /* ciphertext OpenSSL is appending to */
+	size_t wb_len, wb_cap;
+	char *sb;                  /* ciphertext being sent (stable while a send is in flight) */
+	size_t sb_off, sb_len, sb_cap;
+	bool hs_done;
+	bool ended;                /* the handshake's outcome has been counted */
+	bool fatal;                /* a protocol error: the session must not be resumed */
+	char reason[REASON_MAX];   /* why the handshake failed */
+};
+
+static BIO_METHOD *bio_meth;
+static pthread_once_t bio_once = PTHREAD_ONCE_INIT;
+
+static void stat_add(_Atomic uint64_t *c)
+{
+	atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
+}
+
+/* ---- the counters' registry ---------------------------------------------------------- */
+
+static struct tlsc_stats *stats_get(const char *pool)
+{
+	struct tlsc_stats *s;
+
+	pthread_mutex_lock(&reg.lock);
+	for (s = reg.head; s; s = s->next)
+		if (!strcmp(s->pool, pool))
+			break;
+	if (!s) {
+		s = calloc(1, sizeof(*s));
+		if (s && !(s->pool = strdup(pool))) {
+			free(s);
+			s = NULL;
+		}
+		if (s) {
+			s->next = reg.head;
+			reg.head = s;
+		}
+	}
+	if (s)
+		s->refs++;
+	pthread_mutex_unlock(&reg.lock);
+	return s;
+}
+
+static void stats_put(struct tlsc_stats *s)
+{
+	struct tlsc_stats **pp;
+
+	if (!s)
+		return;
+	pthread_mutex_lock(&reg.lock);
+	if (--s->refs == 0) {
+		for (pp = &reg.head; *pp && *pp != s; pp = &(*pp)->next)
+			;
+		if (*pp)
+			*pp = s->next;
+		free(s->pool);
+		free(s);
+	}
+	pthread_mutex_unlock(&reg.lock);
+}
+
+void tls_client_counts(const char *pool, struct tls_client_counts *out)
+{
+	memset(out, 0, sizeof(*out));
+	pthread_mutex_lock(&reg.lock);
+	for (struct tlsc_stats *s = reg.head; s; s = s->next) {
+		if (strcmp(s->pool, pool))
+			continue;
+		out->ok = atomic_load(&s->ok);
+		out->resumed = atomic_load(&s->resumed);
+		out->verify_failed = atomic_load(&s->verify_failed);
+		out->failed = atomic_load(&s->failed);
+	}
+	pthread_mutex_unlock(&reg.lock);
+}
+
+/* ---- the BIO: OpenSSL reads t->in and appends to t->wb (the pattern of tls.c) ---------- */
+
+static int bio_write(BIO *b, const char *data, int len)
+{
+	struct tls_up *t = BIO_get_data(b);
+
+	BIO_clear_retry_flags(b);
+	if (len <= 0)
+		return 0;
+	if (t->wb_len + (size_t)len > t->wb_cap) {
+		size_t cap = t->wb_cap ? t->wb_cap : 16384;
+		char *n;
+
+		while (cap < t->wb_len + (size_t)len)
+			cap *= 2;
+		n = realloc(t->wb, cap);
+		if (!n)
+			return -1;
+		t->wb = n;
+		t->wb_cap = cap;
+	}
+	memcpy(t->wb + t->wb_len, data, len);
+	t->wb_len += len;
+	return len;
+}
+
+static int bio_read(BIO *b, char *out, int len)
+{
+	struct tls_up *t = BIO_get_data(b);
+	uint32_t avail = t->in_len - t->in_off;
+	uint32_t k;
+
+	BIO_clear_retry_flags(b);
+	if (!avail) {
+		BIO_set_retry_read(b);
+		return -1;
+	}
+	if (len <= 0)
+		return 0;
+	k = (uint32_t)len < avail ? (uint32_t)len : avail;
+	memcpy(out, t->in + t->in_off, k);
+	t->in_off += k;
+	return (int)k;
+}
+
+static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+	struct tls_up *t = BIO_get_data(b);
+
+	switch (cmd) {
+	case BIO_CTRL_FLUSH:
+		return 1;
+	case BIO_CTRL_PENDING:
+		return t ? (long)(t->in_len - t->in_off) : 0;
+	default:
+		return 0;
+	}
+}
+
+static int bio_create(BIO *b)
+{
+	BIO_set_init(b, 1);
+	return 1;
+}
+
+static void bio_init_once(void)
+{
+	bio_meth = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "clawd-tls-up");
+	if (!bio_meth)
+		return;
+	BIO_meth_set_write(bio_meth, bio_write);
+	BIO_meth_set_read(bio_meth, bio_read);
+	BIO_meth_set_ctrl(bio_meth, bio_ctrl);
+	BIO_meth_set_create(bio_meth, bio_create);
+}
+
+/* ---- the context ------------------------------------------------------------------------ */
+
+static void ssl_reason(char *buf, size_t len)
+{
+	unsigned long e = ERR_peek_last_error();
+	const char *r = e ? ERR_reason_error_string(e) : NULL;
+
+	snprintf(buf, len, "%s", r ? r : "unknown OpenSSL error");
+	ERR_clear_error();
+}
+
+/* A new session from the backend (TLS 1.3: a ticket after the handshake): this worker keeps the newest. */
+static int new_session_cb(SSL *s, SSL_SESSION *sess)
+{
+	struct tls_up *t = SSL_get_app_data(s);
+
+	if (!t || !t->slot || !SSL_SESSION_is_resumable(sess))
+		return 0;
+	SSL_SESSION_free(*t->slot);
+	*t->slot = sess;
+	return 1; /* the reference is ours now */
+}
+
+int tls_client_key_mode_ok(const char *path, char *why, size_t whylen)
+{
+	struct stat st;
+
+	if (stat(path, &st)) {
+		int e = errno;
+
+		snprintf(why, whylen, "%s: %s", path, strerror(e));
+		return -e;
+	}
+	if (st.st_mode & (S_IRWXG | S_IRWXO)) {
+		snprintf(why, whylen,
+			 "%s: private key is accessible to group or others (mode %04o); chmod 600 it",
+			 path, (unsigned)(st.st_mode & 07777));
+		return -EPERM;
+	}
+	return 0;
+}
+
+/* Loads the CA bundle into the context's store; refuses a file without a certificate. */
+static int load_ca(SSL_CTX *ctx, const char *path, char *why, size_t whylen)
+{
+	X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+	FILE *f = fopen(path, "r");
+	unsigned n = 0;
+	X509 *x;
+
+	if (!f) {
+		int e = errno;
+
+		snprintf(why, whylen, "%s: %s", path, strerror(e));
+		return -e;
+	}
+	while ((x = PEM_read_X509(f, NULL, NULL, NULL))) {
+		if (X509_STORE_add_cert(store, x) == 1)
+			n++;
+		X509_free(x);
+	}
+	fclose(f);
+	/* The loop ends on "no start line" at the end of the file; anything else is a real error. */
+	ERR_clear_error();
+	if (!n) {
+		snprintf(why, whylen, "%s: no PEM certificate in it", path);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int tls_client_ctx_new(const struct cfg_upstream_tls *t, const char *pool,
+		       struct tls_client_ctx **out, enum tls_client_key *bad, char *why,
+		       size_t whylen)
+{
+	static const unsigned char alpn[] = "\x08http/1.1";
+	struct tls_client_ctx *x;
+	char r[256];
+	int rc;
+
+	*out = NULL;
+	*bad = TLSC_KEY_OTHER;
+	pthread_once(&bio_once, bio_init_once);
+	if (!bio_meth) {
+		snprintf(why, whylen, "cannot create the OpenSSL BIO method");
+		return -ENOMEM;
+	}
+	x = calloc(1, sizeof(*x));
+	if (!x || !(x->pool = strdup(pool)) || (t->sni && !(x->sni = strdup(t->sni)))) {
+		snprintf(why, whylen, "out of memory");
+		rc = -ENOMEM;
+		goto fail;
+	}
+	x->verify = t->verify;
+	x->reuse = t->session_reuse;
+	x->ssl = SSL_CTX_new(TLS_client_method());
+	if (!x->ssl) {
+		ssl_reason(r, sizeof(r));
+		snprintf(why, whylen, "cannot create a TLS client context: %s", r);
+		rc = -ENOMEM;
+		goto fail;
+	}
+	SSL_CTX_set_min_proto_version(x->ssl, t->min_version);
+	SSL_CTX_set_max_proto_version(x->ssl, TLS1_3_VERSION);
+	SSL_CTX_set_options(x->ssl, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
+					    (t->session_reuse ? 0 : SSL_OP_NO_TICKET));
+	if (t->ca) {
+		*bad = TLSC_KEY_CA;
+		if ((rc = load_ca(x->ssl, t->ca, why, whylen)))
+			goto fail;
+	} else if (t->verify && SSL_CTX_set_default_verify_paths(x->ssl) != 1) {
+		ssl_reason(r, sizeof(r));
+		snprintf(why, whylen, "no ca given and the system trust store cannot be loaded: %s", r);
+		rc = -EINVAL;
+		goto fail;
+	}
+	SSL_CTX_set_verify(x->ssl, t->verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
+	if (t->cert) {
+		*bad = TLSC_KEY_KEY;
+		if ((rc = tls_client_key_mode_ok(t->key, why, whylen)))
+			goto fail;
+		*bad = TLSC_KEY_CERT;
+		if (SSL_CTX_use_certificate_chain_file(x->ssl, t->cert) != 1) {
+			ssl_reason(r, sizeof(r));
+			snprintf(why, whylen, "%s: %s", t->cert, r);
+			rc = -EINVAL;
+			goto fail;
+		}
+		*bad = TLSC_KEY_KEY;
+		if (SSL_CTX_use_PrivateKey_file(x->ssl, t->key, SSL_FILETYPE_PEM) != 1 ||
+		    SSL_CTX_check_private_key(x->ssl) != 1) {
+			ssl_reason(r, sizeof(r));
+			snprintf(why, whylen, "%s: %s (does it belong to %s?)", t->key, r, t->cert);
+			rc = -EINVAL;
+			goto fail;
+		}
+	}
+	*bad = TLSC_KEY_OTHER;
+	/* SSL_CTX_set_alpn_protos returns 0 on success. */
+	if (t->alpn && SSL_CTX_set_alpn_protos(x->ssl, alpn, sizeof(alpn) - 1)) {
+		snprintf(why, whylen, "cannot set ALPN");
+		rc = -ENOMEM;
+		goto fail;
+	}
+	if (t->session_reuse) {
+		/* Sessions live in each worker's own slots, never in OpenSSL's shared cache. */
+		SSL_CTX_set_session_cache_mode(x->ssl, SSL_SESS_CACHE_CLIENT |
+							       SSL_SESS_CACHE_NO_INTERNAL_STORE);
+		SSL_CTX_sess_set_new_cb(x->ssl, new_session_cb);
+	} else {
+		SSL_CTX_set_session_cache_mode(x->ssl, SSL_SESS_CACHE_OFF);
+	}
+	x->st = stats_get(pool);
+	if (!x->st) {
+		snprintf(why, whylen, "out of memory");
+		rc = -ENOMEM;
+		goto fail;
+	}
+	if (!t->verify)
+		log_warn("%s.verify: off: upstream %s: backend certificates and names are not "
+			 "checked; anyone on the path can pose as the backend",
+			 t->where ? t->where : "tls", pool);
+	*out = x;
+	return 0;
+fail:
+	ERR_clear_error();
+	tls_client_ctx_free(x);
+	return rc;
+}
+
+void tls_client_ctx_free(struct tls_client_ctx *x)
+{
+	if (!x)
+		return;
+	SSL_CTX_free(x->ssl);
+	stats_put(x->st);
+	free(x->pool);
+	free(x->sni);
+	free(x);
+}
+
+void tls_client_session_free(void *session)
+{
+	SSL_SESSION_free(session);
+}
+
+/* ---- per connection ---------------------------------------------------------------------- */
+
+struct tls_up *tls_up_new(struct tls_client_ctx *x, const struct sockaddr *addr,
+			  const char *server_name, void **session_slot, unsigned flags)
+{
+	struct tls_up *t = calloc(1, sizeof(*t));
+	char ip[NET_ADDR_STRLEN];
+	BIO *bio;
+
+	if (!t)
+		return NULL;
+	t->x = x;
+	t->flags = flags;
+	t->slot = x->reuse ? session_slot : NULL;
+	snprintf(t->server, sizeof(t->server), "%s", server_name);
+	t->in = malloc(TLS_UP_IN_CAP);
+	t->ssl = SSL_new(x->ssl);
+	bio = BIO_new(bio_meth);
+	if (!t->in || !t->ssl || !bio) {
+		BIO_free(bio);
+		goto fail;
+	}
+	BIO_set_data(bio, t);
+	SSL_set_bio(t->ssl, bio, bio); /* one BIO both ways: SSL_set_bio then owns our one reference */
+	SSL_set_app_data(t->ssl, t);
+	SSL_set_connect_state(t->ssl);
+	if (x->sni && SSL_set_tlsext_host_name(t->ssl, x->sni) != 1)
+		goto fail;
+	if (x->verify) {
+		X509_VERIFY_PARAM *p = SSL_get0_param(t->ssl);
+
+		/* The certificate must name what we asked for: the sni, else the address we dialled. */
+		if (x->sni) {
+			X509_VERIFY_PARAM_set_hostflags(p, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+			if (X509_VERIFY_PARAM_set1_host(p, x->sni, 0) != 1)
+				goto fail;
+		} else if (X509_VERIFY_PARAM_set1_ip_asc(p, net_addr_host(addr, ip, sizeof(ip))) != 1) {
+			goto fail;
+		}
+	}
+	if (t->slot && *t->slot)
+		SSL_set_session(t->ssl, *t->slot);
+	return t;
+fail:
+	ERR_clear_error();
+	tls_up_free(t);
+	return NULL;
+}
+
+void tls_up_free(struct tls_up *t)
+{
+	if (!t)
+		return;
+	/* Without a shutdown OpenSSL marks the session unresumable; an HTTP close is clean for us. */
+	if (t->ssl && t->hs_done && !t->fatal)
+		SSL_set_shutdown(t->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+	SSL_free(t->ssl);
+	free(t->in);
+	free(t->wb);
+	free(t->sb);
+	free(t);
+}
+
+char *tls_up_in_space(struct tls_up *t, size_t *len)
+{
+	if (t->in_off == t->in_len) {
+		t->in_off = t->in_len = 0;
+	} else if (t->in_off && t->in_len == TLS_UP_IN_CAP) {
+		memmove(t->in, t->in + t->in_off, t->in_len - t->in_off);
+		t->in_len -= t->in_off;
+		t->in_off = 0;
+	}
+	*len = TLS_UP_IN_CAP - t->in_len;
+	return t->in + t->in_len;
+}
+
+void tls_up_in_commit(struct tls_up *t, size_t n)
+{
+	t->in_len += (uint32_t)n;
+}
+
+/* Counts and logs a failed handshake once; the cached session goes (it may be why). */
+static void hs_failed(struct tls_up *t, bool verify)
+{
+	if (t->ended)
+		return;
+	t->ended = true;
+	t->fatal = true;
+	if (t->slot && *t->slot) {
+		SSL_SESSION_free(*t->slot);
+		*t->slot = NULL;
+	}
+	if (t->flags & TLS_UP_QUIET)
+		return;
+	stat_add(verify ? &t->x->st->verify_failed : &t->x->st->failed);
+	log_warn("upstream %s: server %s: TLS handshake failed: %s", t->x->pool, t->server, t->reason);
+}
+
+int tls_up_handshake(struct tls_up *t)
+{
+	long vr;
+	int r, e;
+
+	ERR_clear_error();
+	r = SSL_do_handshake(t->ssl);
+	if (r == 1) {
+		t->hs_done = true;
+		t->ended = true;
+		if (!(t->flags & TLS_UP_QUIET)) {
+			stat_add(&t->x->st->ok);
+			if (SSL_session_reused(t->ssl))
+				stat_add(&t->x->st->resumed);
+		}
+		return 1;
+	}
+	e = SSL_get_error(t->ssl, r);
+	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+		ERR_clear_error();
+		return TLS_UP_WANT;
+	}
+	vr = SSL_get_verify_result(t->ssl);
+	if (t->x->verify && vr != X509_V_OK) {
+		snprintf(t->reason, sizeof(t->reason), "certificate verification failed: %s",
+			 X509_verify_cert_error_string(vr));
+		ERR_clear_error();
+		hs_failed(t, true);
+		return -EPROTO;
+	}
+	if (e == SSL_ERROR_SSL)
+		ssl_reason(t->reason, sizeof(t->reason));
+	else
+		snprintf(t->reason, sizeof(t->reason), "%s",
+			 e == SSL_ERROR_ZERO_RETURN ? "the backend closed the TLS session" : "TLS error");
+	ERR_clear_error();
+	hs_failed(t, false);
+	return -EPROTO;
+}
+
+bool tls_up_ready(const struct tls_up *t)
+{
+	return t->hs_done;
+}
+
+void tls_up_abort(struct tls_up *t, int res)
+{
+	if (t->ended)
+		return;
+	if (res == 0)
+		snprintf(t->reason, sizeof(t->reason), "the backend closed the connection mid-handshake");
+	else if (res == -ECANCELED || res == -ETIME)
+		snprintf(t->reason, sizeof(t->reason), "timed out");
+	else
+		snprintf(t->reason, sizeof(t->reason), "%s", strerror(-res));
+	hs_failed(t, false);
+}
+
+const char *tls_up_reason(const struct tls_up *t)
+{
+	return t->reason;
+}
+
+ssize_t tls_up_read(struct tls_up *t, char *buf, size_t len)
+{
+	size_t got = 0;
+
+	ERR_clear_error();
+	while (got < len) {
+		size_t want = len - got > INT_MAX ? INT_MAX : len - got;
+		int n = SSL_read(t->ssl, buf + got, (int)want);
+		int e;
+
+		if (n > 0) {
+			got += (size_t)n;
+			continue;
+		}
+		e = SSL_get_error(t->ssl, n);
+		ERR_clear_error();
+		if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+			break;
+		if (got)
+			break; /* the data first; the end comes back on the next call */
+		if (e == SSL_ERROR_ZERO_RETURN)
+			return 0;
+		t->fatal = true;
+		return -EPROTO;
+	}
+	return got ? (ssize_t)got : TLS_UP_WANT;
+}
+
+bool tls_up_read_buffered(const struct tls_up *t)
+{
+	return t->in_off != t->in_len || SSL_has_pending(t->ssl);
+}
+
+int tls_up_write(struct tls_up *t, const void *buf, size_t len)
+{
+	const char *p = buf;
+
+	ERR_clear_error();
+	while (len) {
+		size_t want = len > INT_MAX ? INT_MAX : len;
+		int n = SSL_write(t->ssl, p, (int)want);
+
+		if (n <= 0) {
+			ERR_clear_error();
+			t->fatal = true;
+			return -EPROTO;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+size_t tls_up_out_next(struct tls_up *t, const char **p)
+{
+	if (t->sb_off == t->sb_len) {
+		char *b = t->sb;
+		size_t cap = t->sb_cap;
+
+		t->sb_off = t->sb_len = 0;
+		if (!t->wb_len)
+			return 0;
+		/* Swap: the queued bytes become the send buffer; OpenSSL appends to the other. */
+		t->sb = t->wb;
+		t->sb_cap = t->wb_cap;
+		t->sb_len = t->wb_len;
+		t->wb = b;
+		t->wb_cap = cap;
+		t->wb_len = 0;
+	}
+	*p = t->sb + t->sb_off;
+	return t->sb_len - t->sb_off;
+}
+
+size_t tls_up_out_sent(struct tls_up *t, size_t n)
+{
+	t->sb_off += n;
+	if (t->sb_off >= t->sb_len)
+		t->sb_off = t->sb_len = 0;
+	return t->sb_len - t->sb_off + t->wb_len;
+}
+
+/* ---- metrics ------------------------------------------------------------------------------- */
+
+static void collect(void *ctx, struct metrics_out *o)
+{
+	metrics_family(o, "openclaw_upstream_tls_handshakes_total", "counter",
+		       "TLS handshakes with backends by pool and result: ok, verify_failed (certificate or name), failed (protocol, closed, timeout).");
+	pthread_mutex_lock(&reg.lock);
+	for (struct tlsc_stats *s = reg.head; s; s = s->next) {
+		metrics_sample_u64(o, "openclaw_upstream_tls_handshakes_total",
+				   (const char *const[]){ "upstream", s->pool, "result", "ok", NULL },
+				   atomic_load(&s->ok));
+		metrics_sample_u64(o, "openclaw_upstream_tls_handshakes_total",
+				   (const char *const[]){ "upstream", s->pool, "result", "verify_failed", NULL },
+				   atomic_load(&s->verify_failed));
+		metrics_sample_u64(o, "openclaw_upstream_tls_handshakes_total",
+				   (const char *const[]){ "upstream", s->pool, "result", "failed", NULL },
+				   atomic_load(&s->failed));
+	}
+	pthread_mutex_unlock(&reg.lock);
+	metrics_family(o, "openclaw_upstream_tls_resumptions_total", "counter",
+		       "Backend TLS handshakes that resumed a cached session (included in result=\"ok\").");
+	pthread_mutex_lock(&reg.lock);
+	for (struct tlsc_stats *s = reg.head; s; s = s->next)
+		metrics_sample_u64(o, "openclaw_upstream_tls_resumptions_total",
+				   (const char *const[]){ "upstream", s->pool, NULL },
+				   atomic_load(&s->resumed));
+	pthread_mutex_unlock(&reg.lock);
+}
+
+int tls_client_register_metrics(struct metrics *m)
+{
+	/* Registered even without a TLS pool: a reload may add one. */
+	return m ? metrics_register(m, collect, NULL) : 0;
+}
