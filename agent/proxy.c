@@ -870,6 +870,22 @@ static struct upconn *up_new(struct worker *w, int pool, int server)
 
 /* ---- client connections ------------------------------------------------------ */
 
+/* Draining: an idle connection is closed DRAIN_IDLE_MS from now at most, and by the drain deadline. */
+static void drain_idle_deadline(struct client *c)
+{
+	struct worker *w = c->w;
+	uint64_t until = w->now_ms + DRAIN_IDLE_MS;
+
+	if (until > w->drain_deadline_ms)
+		until = w->drain_deadline_ms;
+	if (until < w->now_ms)
+		until = w->now_ms;
+	if (!c->deadline_ms || c->deadline_ms > until) {
+		c->dl_kind = DL_IDLE;
+		c->deadline_ms = until;
+	}
+}
+
 void proxy_accept(struct worker *w, struct wlistener *l, int fd)
 {
 	const struct config *cfg = wcfg(w);
@@ -878,7 +894,12 @@ void proxy_accept(struct worker *w, struct wlistener *l, int fd)
 	int one = 1;
 
 	STAT_ADD(w, accepted, 1);
-	if (w->draining) {
+	/*
+	 * Accepted as the drain began (an accept already in flight): the client's
+	 * connect succeeded and its request may be on the way, so an HTTP connection
+	 * is served (with Connection: close) rather than closed unanswered.
+	 */
+	if (w->draining && cfg->listeners[l->idx].tcp_route >= 0) {
 		close(fd);
 		return;
 	}
@@ -926,6 +947,8 @@ void proxy_accept(struct worker *w, struct wlistener *l, int fd)
 		return;
 	}
 	set_deadline(c, DL_IDLE, cfg->timeouts.client_header_ms);
+	if (w->draining)
+		drain_idle_deadline(c);
 	arm_client_recv(c);
 }
 
@@ -1116,7 +1139,12 @@ static void exchange_end(struct client *c, bool close_client)
 		c->up = NULL;
 		up_release(u);
 	}
-	if (close_client || !c->keep_alive || w->draining || c->closing) {
+	/*
+	 * Draining, keep_alive is still set only when this response's head promised
+	 * keep-alive before the drain began (proxy_drain): the client may already be
+	 * sending its next request, so the connection goes idle like any other.
+	 */
+	if (close_client || !c->keep_alive || c->closing) {
 		client_close(c);
 		return;
 	}
@@ -1141,6 +1169,8 @@ static void exchange_end(struct client *c, bool close_client)
 	c->req_deadline_ms = 0;
 	client_renew_gen(c);
 	set_deadline(c, DL_IDLE, wcfg(w)->timeouts.idle_ms);
+	if (w->draining)
+		drain_idle_deadline(c);
 	client_start_read(c);
 }
 
@@ -2486,25 +2516,23 @@ void proxy_tick(struct worker *w)
  * (HAProxy before 2.4, and with idle-close-on-response, does the same). Its
  * next request is served with "Connection: close"; if none comes within
  * DRAIN_IDLE_MS (never later than the drain deadline, nor its own idle
- * timeout) it is closed the way an idle timeout closes it (idle_close).
+ * timeout) it is closed the way an idle timeout closes it (idle_close). A
+ * response whose head promised keep-alive before the drain leaves its
+ * connection idle the same way.
  */
 void proxy_drain(struct worker *w)
 {
 	struct dlist *pos, *tmp;
-	uint64_t until = w->now_ms + DRAIN_IDLE_MS;
 
-	if (until > w->drain_deadline_ms)
-		until = w->drain_deadline_ms;
 	dlist_for_each_safe(pos, tmp, &w->clients) {
 		struct client *c = dlist_entry(pos, struct client, node);
 
-		c->keep_alive = false;
+		/* A head already sent promised keep-alive: keep the promise (exchange_end). */
+		if (!c->resp_started)
+			c->keep_alive = false;
 		if (c->closing || c->state != CS_HEAD || c->in_len != 0 || c->idle_cancel)
 			continue;
-		if (!c->deadline_ms || c->deadline_ms > until) {
-			c->dl_kind = DL_IDLE;
-			c->deadline_ms = until > w->now_ms ? until : w->now_ms;
-		}
+		drain_idle_deadline(c);
 	}
 	/* Only the newest generation keeps idle connections (up_release). */
 	worker_enter(w, w->cur);

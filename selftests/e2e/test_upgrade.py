@@ -192,6 +192,8 @@ def _():
     try:
         with Backend() as be, Clawd(config(be, piddir)) as cd:
             pidfile = cd.config["pid_file"]
+            # Written just after the listeners come up, which is all the harness waits for.
+            wait_for(lambda: os.path.exists(pidfile), 5, what="the pid file")
             eq(pid_file_pid(pidfile), cd.pid, "pid file before")
             first = upgrade_under_load(cd, pidfile, cd.pid, "ctl")
             second = upgrade_under_load(cd, pidfile, first, "ctl")
