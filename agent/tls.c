@@ -5,6 +5,7 @@
 #include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "tls.h"
+#include "tls_io.h"
 
 #ifndef SOL_TLS
 #define SOL_TLS 282
@@ -36,7 +38,6 @@
 #define TCP_ULP 31
 #endif
 
-#define TLS_IN_CAP (32 * 1024)      /* ciphertext read buffer: two full records */
 #define TICKET_ROTATE_S 3600        /* a new ticket key every hour; the previous one still decrypts */
 #define CERT_WARN_DAYS 14           /* tls status warns when a certificate expires sooner */
 #define REC_CCS 20                  /* TLS record type change_cipher_spec */
@@ -161,17 +162,14 @@ struct tls_reg {
 	struct tls_lview l[CFG_MAX_LISTENERS];
 };
 
+_Static_assert(TLS_WANT == TLS_IO_WANT, "tls_read passes tls_io_read's result through");
+
 struct tls_conn {
 	struct tls_reg *reg;
 	struct tls_srv *srv;
 	unsigned listener;
 	SSL *ssl;
-	char *in;                  /* ciphertext from the socket */
-	uint32_t in_off, in_len;
-	char *wb;                  /* ciphertext OpenSSL is appending to */
-	size_t wb_len, wb_cap;
-	char *sb;                  /* ciphertext being sent (stable while a send is in flight) */
-	size_t sb_off, sb_len, sb_cap;
+	struct tls_io io;          /* ciphertext in and out */
 	struct rec_count rd, wr;
 	uint64_t rd_base;          /* TLS 1.3: records read before the application keys */
 	uint64_t wr_base;          /* TLS 1.3: records written before the application keys */
@@ -191,9 +189,6 @@ struct tls_conn {
 		char buf[CMSG_SPACE(sizeof(unsigned char))];
 	} rxcmsg;
 };
-
-static BIO_METHOD *bio_meth;
-static pthread_once_t bio_once = PTHREAD_ONCE_INIT;
 
 static void stat_add(_Atomic uint64_t *c)
 {
@@ -232,84 +227,13 @@ static bool rec_boundary(const struct rec_count *rc)
 	return !rc->body_left && !rc->hdr_len;
 }
 
-/* ---- the BIO: OpenSSL reads t->in and appends to t->wb; no socket, no copy into a mem BIO ---- */
-
-static int bio_write(BIO *b, const char *data, int len)
+/* Until kTLS is decided, every record either way is counted: the kernel's sequence numbers start there. */
+static void io_tap(struct tls_io *io, bool wrote, const uint8_t *p, size_t n)
 {
-	struct tls_conn *t = BIO_get_data(b);
+	struct tls_conn *t = (struct tls_conn *)((char *)io - offsetof(struct tls_conn, io));
 
-	BIO_clear_retry_flags(b);
-	if (len <= 0)
-		return 0;
-	if (t->wb_len + (size_t)len > t->wb_cap) {
-		size_t cap = t->wb_cap ? t->wb_cap : 16384;
-		char *n;
-
-		while (cap < t->wb_len + (size_t)len)
-			cap *= 2;
-		n = realloc(t->wb, cap);
-		if (!n)
-			return -1;
-		t->wb = n;
-		t->wb_cap = cap;
-	}
-	memcpy(t->wb + t->wb_len, data, len);
-	t->wb_len += len;
 	if (!t->decided)
-		rec_feed(&t->wr, (const uint8_t *)data, len);
-	return len;
-}
-
-static int bio_read(BIO *b, char *out, int len)
-{
-	struct tls_conn *t = BIO_get_data(b);
-	uint32_t avail = t->in_len - t->in_off;
-	uint32_t k;
-
-	BIO_clear_retry_flags(b);
-	if (!avail) {
-		BIO_set_retry_read(b);
-		return -1;
-	}
-	if (len <= 0)
-		return 0;
-	k = (uint32_t)len < avail ? (uint32_t)len : avail;
-	memcpy(out, t->in + t->in_off, k);
-	if (!t->decided)
-		rec_feed(&t->rd, (const uint8_t *)t->in + t->in_off, k);
-	t->in_off += k;
-	return (int)k;
-}
-
-static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
-{
-	struct tls_conn *t = BIO_get_data(b);
-
-	switch (cmd) {
-	case BIO_CTRL_FLUSH:
-		return 1;
-	case BIO_CTRL_PENDING:
-		return t ? (long)(t->in_len - t->in_off) : 0;
-	default:
-		return 0;
-	}
-}
-
-static int bio_create(BIO *b)
-{
-	BIO_set_init(b, 1);
-	return 1;
-}
-
-static void bio_init_once(void)
-{
-	bio_meth = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "clawd-tls");
-	if (!bio_meth)
-		return;
-	BIO_meth_set_write(bio_meth, bio_write);
-	BIO_meth_set_read(bio_meth, bio_read);
-	BIO_meth_set_ctrl(bio_meth, bio_ctrl);
-	BIO_meth_set_create(bio_meth, bio_create);
+		rec_feed(wrote ? &t->wr : &t->rd, p, n);
 }
 
 /* ---- callbacks -------------------------------------------------------------------- */
@@ -1001,8 +925,7 @@ int tls_start(struct tls_reg **out, const struct config *cfg, char *err, size_t 
 	int rc;
 
 	*out = NULL;
-	pthread_once(&bio_once, bio_init_once);
-	if (!bio_meth) {
+	if (tls_io_global_init()) {
 		snprintf(err, errlen, "tls: cannot create the OpenSSL BIO method");
 		return -ENOMEM;
 	}
@@ -1141,24 +1064,18 @@ void tls_status_listener(const struct tls_reg *r, unsigned li, struct jsonw *w)
 struct tls_conn *tls_conn_new(struct tls_reg *r, unsigned listener)
 {
 	struct tls_conn *t = calloc(1, sizeof(*t));
-	BIO *bio;
 
 	if (!t)
 		return NULL;
 	t->reg = tls_get(r); /* the connection may outlive the configuration it came from */
 	t->listener = listener;
 	t->srv = srv_get(r, listener);
-	t->in = malloc(TLS_IN_CAP);
-	if (!t->srv || !t->in)
+	t->io.tap = io_tap;
+	if (!t->srv || tls_io_init(&t->io))
 		goto fail;
 	t->ssl = SSL_new(t->srv->groups[t->srv->default_group].ctx);
-	bio = BIO_new(bio_meth);
-	if (!t->ssl || !bio) {
-		BIO_free(bio);
+	if (!t->ssl || tls_io_attach(&t->io, t->ssl))
 		goto fail;
-	}
-	BIO_set_data(bio, t);
-	SSL_set_bio(t->ssl, bio, bio); /* one BIO both ways: SSL_set_bio then owns our one reference */
 	SSL_set_app_data(t->ssl, t);
 	SSL_set_accept_state(t->ssl);
 	t->want_ktls = r->ktls_kernel && r->l[listener].ktls_auto;
@@ -1184,28 +1101,18 @@ void tls_conn_free(struct tls_conn *t)
 	tls_put(t->reg);
 	OPENSSL_cleanse(t->tx_secret, sizeof(t->tx_secret));
 	OPENSSL_cleanse(t->rx_secret, sizeof(t->rx_secret));
-	free(t->in);
-	free(t->wb);
-	free(t->sb);
+	tls_io_free(&t->io);
 	free(t);
 }
 
 char *tls_in_space(struct tls_conn *t, size_t *len)
 {
-	if (t->in_off == t->in_len) {
-		t->in_off = t->in_len = 0;
-	} else if (t->in_off && t->in_len == TLS_IN_CAP) {
-		memmove(t->in, t->in + t->in_off, t->in_len - t->in_off);
-		t->in_len -= t->in_off;
-		t->in_off = 0;
-	}
-	*len = TLS_IN_CAP - t->in_len;
-	return t->in + t->in_len;
+	return tls_io_in_space(&t->io, len);
 }
 
 void tls_in_commit(struct tls_conn *t, size_t n)
 {
-	t->in_len += (uint32_t)n;
+	tls_io_in_commit(&t->io, n);
 }
 
 void tls_conn_failed(struct tls_conn *t)
@@ -1260,84 +1167,35 @@ int tls_handshake(struct tls_conn *t)
 
 ssize_t tls_read(struct tls_conn *t, char *buf, size_t len)
 {
-	size_t got = 0;
+	ssize_t n = tls_io_read(t->ssl, buf, len);
 
-	ERR_clear_error();
-	while (got < len) {
-		size_t want = len - got > INT_MAX ? INT_MAX : len - got;
-		int n = SSL_read(t->ssl, buf + got, (int)want);
-		int e;
-
-		if (n > 0) {
-			got += (size_t)n;
-			continue;
-		}
-		e = SSL_get_error(t->ssl, n);
-		ERR_clear_error();
-		if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
-			break;
-		if (got)
-			break; /* the data first; the end comes back on the next call */
-		if (e == SSL_ERROR_ZERO_RETURN)
-			return 0;
+	if (n == -EPROTO)
 		t->fatal = true;
-		return -EPROTO;
-	}
-	return got ? (ssize_t)got : TLS_WANT;
+	return n;
 }
 
 bool tls_read_buffered(const struct tls_conn *t)
 {
-	return t->in_off != t->in_len || SSL_has_pending(t->ssl);
+	return tls_io_in_pending(&t->io) || SSL_has_pending(t->ssl);
 }
 
 int tls_write(struct tls_conn *t, const void *buf, size_t len)
 {
-	const char *p = buf;
+	int rc = tls_io_write(t->ssl, buf, len);
 
-	ERR_clear_error();
-	while (len) {
-		size_t want = len > INT_MAX ? INT_MAX : len;
-		int n = SSL_write(t->ssl, p, (int)want);
-
-		if (n <= 0) {
-			ERR_clear_error();
-			t->fatal = true;
-			return -EPROTO;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
+	if (rc)
+		t->fatal = true;
+	return rc;
 }
 
 size_t tls_out_next(struct tls_conn *t, const char **p)
 {
-	if (t->sb_off == t->sb_len) {
-		char *b = t->sb;
-		size_t cap = t->sb_cap;
-
-		t->sb_off = t->sb_len = 0;
-		if (!t->wb_len)
-			return 0;
-		/* Swap: the queued bytes become the send buffer; OpenSSL appends to the other. */
-		t->sb = t->wb;
-		t->sb_cap = t->wb_cap;
-		t->sb_len = t->wb_len;
-		t->wb = b;
-		t->wb_cap = cap;
-		t->wb_len = 0;
-	}
-	*p = t->sb + t->sb_off;
-	return t->sb_len - t->sb_off;
+	return tls_io_out_next(&t->io, p);
 }
 
 size_t tls_out_sent(struct tls_conn *t, size_t n)
 {
-	t->sb_off += n;
-	if (t->sb_off >= t->sb_len)
-		t->sb_off = t->sb_len = 0;
-	return t->sb_len - t->sb_off + t->wb_len;
+	return tls_io_out_sent(&t->io, n);
 }
 
 void tls_close_notify(struct tls_conn *t, int fd)
@@ -1366,7 +1224,7 @@ void tls_close_notify(struct tls_conn *t, int fd)
 		sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
 		return;
 	}
-	if (t->sb_len || t->wb_len)
+	if (tls_io_out_pending(&t->io))
 		return; /* ciphertext still queued: the alert would overtake it */
 	ERR_clear_error();
 	SSL_shutdown(t->ssl);
@@ -1560,8 +1418,8 @@ int tls_ktls_try(struct tls_conn *t, int fd)
 	if (t->decided)
 		return t->ktls_mask;
 	/* Only at a record boundary with nothing queued either way: the kernel starts there. */
-	if (!t->hs_done || t->in_off != t->in_len || SSL_has_pending(t->ssl) || !rec_boundary(&t->rd) ||
-	    !rec_boundary(&t->wr) || t->wb_len || t->sb_len)
+	if (!t->hs_done || tls_io_in_pending(&t->io) || SSL_has_pending(t->ssl) ||
+	    !rec_boundary(&t->rd) || !rec_boundary(&t->wr) || tls_io_out_pending(&t->io))
 		return 0;
 	t->decided = true;
 	rc = ktls_install(t, fd);

@@ -1,6 +1,5 @@
 /* agent/tls_client.c — upstream TLS: OpenSSL 3 client contexts per pool (CA, mutual TLS, SNI, ALPN), a memory-BIO engine per backend connection, session resumption, per-pool counters. */
 #include <errno.h>
-#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -17,8 +16,8 @@
 #include "metrics.h"
 #include "netaddr.h"
 #include "tls_client.h"
+#include "tls_io.h"
 
-#define TLS_UP_IN_CAP (32 * 1024) /* ciphertext read buffer: two full records */
 #define REASON_MAX 160            /* bytes of a failure reason kept for logs and health details */
 
 /* Handshake outcomes of one pool, summed over workers (atomic adds, once per connection). */
@@ -35,6 +34,8 @@ static struct {
 	struct tlsc_stats *head;
 } reg = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
+_Static_assert(TLS_UP_WANT == TLS_IO_WANT, "tls_up_read passes tls_io_read's result through");
+
 struct tls_client_ctx {
 	SSL_CTX *ssl;
 	char *pool;              /* for logs */
@@ -50,20 +51,12 @@ struct tls_up {
 	void **slot;               /* this worker's cached session for the server, or NULL */
 	char server[NET_ADDR_STRLEN];
 	unsigned flags;
-	char *in;                  /* ciphertext from the socket */
-	uint32_t in_off, in_len;
-	char *wb;                  /* ciphertext OpenSSL is appending to */
-	size_t wb_len, wb_cap;
-	char *sb;                  /* ciphertext being sent (stable while a send is in flight) */
-	size_t sb_off, sb_len, sb_cap;
+	struct tls_io io;          /* ciphertext in and out */
 	bool hs_done;
 	bool ended;                /* the handshake's outcome has been counted */
 	bool fatal;                /* a protocol error: the session must not be resumed */
 	char reason[REASON_MAX];   /* why the handshake failed */
 };
-
-static BIO_METHOD *bio_meth;
-static pthread_once_t bio_once = PTHREAD_ONCE_INIT;
 
 static void stat_add(_Atomic uint64_t *c)
 {
@@ -128,82 +121,6 @@ void tls_client_counts(const char *pool, struct tls_client_counts *out)
 		out->failed = atomic_load(&s->failed);
 	}
 	pthread_mutex_unlock(&reg.lock);
-}
-
-/* ---- the BIO: OpenSSL reads t->in and appends to t->wb (the pattern of tls.c) ---------- */
-
-static int bio_write(BIO *b, const char *data, int len)
-{
-	struct tls_up *t = BIO_get_data(b);
-
-	BIO_clear_retry_flags(b);
-	if (len <= 0)
-		return 0;
-	if (t->wb_len + (size_t)len > t->wb_cap) {
-		size_t cap = t->wb_cap ? t->wb_cap : 16384;
-		char *n;
-
-		while (cap < t->wb_len + (size_t)len)
-			cap *= 2;
-		n = realloc(t->wb, cap);
-		if (!n)
-			return -1;
-		t->wb = n;
-		t->wb_cap = cap;
-	}
-	memcpy(t->wb + t->wb_len, data, len);
-	t->wb_len += len;
-	return len;
-}
-
-static int bio_read(BIO *b, char *out, int len)
-{
-	struct tls_up *t = BIO_get_data(b);
-	uint32_t avail = t->in_len - t->in_off;
-	uint32_t k;
-
-	BIO_clear_retry_flags(b);
-	if (!avail) {
-		BIO_set_retry_read(b);
-		return -1;
-	}
-	if (len <= 0)
-		return 0;
-	k = (uint32_t)len < avail ? (uint32_t)len : avail;
-	memcpy(out, t->in + t->in_off, k);
-	t->in_off += k;
-	return (int)k;
-}
-
-static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
-{
-	struct tls_up *t = BIO_get_data(b);
-
-	switch (cmd) {
-	case BIO_CTRL_FLUSH:
-		return 1;
-	case BIO_CTRL_PENDING:
-		return t ? (long)(t->in_len - t->in_off) : 0;
-	default:
-		return 0;
-	}
-}
-
-static int bio_create(BIO *b)
-{
-	BIO_set_init(b, 1);
-	return 1;
-}
-
-static void bio_init_once(void)
-{
-	bio_meth = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "clawd-tls-up");
-	if (!bio_meth)
-		return;
-	BIO_meth_set_write(bio_meth, bio_write);
-	BIO_meth_set_read(bio_meth, bio_read);
-	BIO_meth_set_ctrl(bio_meth, bio_ctrl);
-	BIO_meth_set_create(bio_meth, bio_create);
 }
 
 /* ---- the context ------------------------------------------------------------------------ */
@@ -288,8 +205,7 @@ int tls_client_ctx_new(const struct cfg_upstream_tls *t, const char *pool,
 
 	*out = NULL;
 	*bad = TLSC_KEY_OTHER;
-	pthread_once(&bio_once, bio_init_once);
-	if (!bio_meth) {
+	if (tls_io_global_init()) {
 		snprintf(why, whylen, "cannot create the OpenSSL BIO method");
 		return -ENOMEM;
 	}
@@ -399,7 +315,6 @@ struct tls_up *tls_up_new(struct tls_client_ctx *x, const struct sockaddr *addr,
 {
 	struct tls_up *t = calloc(1, sizeof(*t));
 	char ip[NET_ADDR_STRLEN];
-	BIO *bio;
 
 	if (!t)
 		return NULL;
@@ -407,15 +322,8 @@ struct tls_up *tls_up_new(struct tls_client_ctx *x, const struct sockaddr *addr,
 	t->flags = flags;
 	t->slot = x->reuse ? session_slot : NULL;
 	snprintf(t->server, sizeof(t->server), "%s", server_name);
-	t->in = malloc(TLS_UP_IN_CAP);
-	t->ssl = SSL_new(x->ssl);
-	bio = BIO_new(bio_meth);
-	if (!t->in || !t->ssl || !bio) {
-		BIO_free(bio);
+	if (tls_io_init(&t->io) || !(t->ssl = SSL_new(x->ssl)) || tls_io_attach(&t->io, t->ssl))
 		goto fail;
-	}
-	BIO_set_data(bio, t);
-	SSL_set_bio(t->ssl, bio, bio); /* one BIO both ways: SSL_set_bio then owns our one reference */
 	SSL_set_app_data(t->ssl, t);
 	SSL_set_connect_state(t->ssl);
 	if (x->sni && SSL_set_tlsext_host_name(t->ssl, x->sni) != 1)
@@ -449,28 +357,18 @@ void tls_up_free(struct tls_up *t)
 	if (t->ssl && t->hs_done && !t->fatal)
 		SSL_set_shutdown(t->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
 	SSL_free(t->ssl);
-	free(t->in);
-	free(t->wb);
-	free(t->sb);
+	tls_io_free(&t->io);
 	free(t);
 }
 
 char *tls_up_in_space(struct tls_up *t, size_t *len)
 {
-	if (t->in_off == t->in_len) {
-		t->in_off = t->in_len = 0;
-	} else if (t->in_off && t->in_len == TLS_UP_IN_CAP) {
-		memmove(t->in, t->in + t->in_off, t->in_len - t->in_off);
-		t->in_len -= t->in_off;
-		t->in_off = 0;
-	}
-	*len = TLS_UP_IN_CAP - t->in_len;
-	return t->in + t->in_len;
+	return tls_io_in_space(&t->io, len);
 }
 
 void tls_up_in_commit(struct tls_up *t, size_t n)
 {
-	t->in_len += (uint32_t)n;
+	tls_io_in_commit(&t->io, n);
 }
 
 /* Counts and logs a failed handshake once; the cached session goes (it may be why). */
@@ -555,84 +453,35 @@ const char *tls_up_reason(const struct tls_up *t)
 
 ssize_t tls_up_read(struct tls_up *t, char *buf, size_t len)
 {
-	size_t got = 0;
+	ssize_t n = tls_io_read(t->ssl, buf, len);
 
-	ERR_clear_error();
-	while (got < len) {
-		size_t want = len - got > INT_MAX ? INT_MAX : len - got;
-		int n = SSL_read(t->ssl, buf + got, (int)want);
-		int e;
-
-		if (n > 0) {
-			got += (size_t)n;
-			continue;
-		}
-		e = SSL_get_error(t->ssl, n);
-		ERR_clear_error();
-		if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
-			break;
-		if (got)
-			break; /* the data first; the end comes back on the next call */
-		if (e == SSL_ERROR_ZERO_RETURN)
-			return 0;
+	if (n == -EPROTO)
 		t->fatal = true;
-		return -EPROTO;
-	}
-	return got ? (ssize_t)got : TLS_UP_WANT;
+	return n;
 }
 
 bool tls_up_read_buffered(const struct tls_up *t)
 {
-	return t->in_off != t->in_len || SSL_has_pending(t->ssl);
+	return tls_io_in_pending(&t->io) || SSL_has_pending(t->ssl);
 }
 
 int tls_up_write(struct tls_up *t, const void *buf, size_t len)
 {
-	const char *p = buf;
+	int rc = tls_io_write(t->ssl, buf, len);
 
-	ERR_clear_error();
-	while (len) {
-		size_t want = len > INT_MAX ? INT_MAX : len;
-		int n = SSL_write(t->ssl, p, (int)want);
-
-		if (n <= 0) {
-			ERR_clear_error();
-			t->fatal = true;
-			return -EPROTO;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
+	if (rc)
+		t->fatal = true;
+	return rc;
 }
 
 size_t tls_up_out_next(struct tls_up *t, const char **p)
 {
-	if (t->sb_off == t->sb_len) {
-		char *b = t->sb;
-		size_t cap = t->sb_cap;
-
-		t->sb_off = t->sb_len = 0;
-		if (!t->wb_len)
-			return 0;
-		/* Swap: the queued bytes become the send buffer; OpenSSL appends to the other. */
-		t->sb = t->wb;
-		t->sb_cap = t->wb_cap;
-		t->sb_len = t->wb_len;
-		t->wb = b;
-		t->wb_cap = cap;
-		t->wb_len = 0;
-	}
-	*p = t->sb + t->sb_off;
-	return t->sb_len - t->sb_off;
+	return tls_io_out_next(&t->io, p);
 }
 
 size_t tls_up_out_sent(struct tls_up *t, size_t n)
 {
-	t->sb_off += n;
-	if (t->sb_off >= t->sb_len)
-		t->sb_off = t->sb_len = 0;
-	return t->sb_len - t->sb_off + t->wb_len;
+	return tls_io_out_sent(&t->io, n);
 }
 
 /* ---- metrics ------------------------------------------------------------------------------- */
