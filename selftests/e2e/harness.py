@@ -315,6 +315,37 @@ class Reader:
                 raise AssertionError("chunk data not followed by CRLF")
 
 
+def metrics_scrape(target):
+    """The body of GET /metrics from clawd's admin listener (a Clawd or a port), asserting 200."""
+    port = target if isinstance(target, int) else int(target.config["admin"]["address"].rsplit(":", 1)[1])
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    eq(head.split(b"\r\n")[0].split()[1], b"200", "/metrics status")
+    return body.decode()
+
+
+def metrics_sample(text, name, **labels):
+    """The value of one series of a scrape (exact label set), None when absent."""
+    for ln in text.splitlines():
+        m = re.fullmatch(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)", ln)
+        if not m or m.group(1) != name:
+            continue
+        got = dict(re.findall(r'([a-zA-Z_]+)="((?:[^"\\]|\\.)*)"', m.group(3) or ""))
+        if got == {k: str(v) for k, v in labels.items()}:
+            return float(m.group(4))
+    return None
+
+
 def parse_head(raw):
     """Splits a message head into (start-line parts, [(name, value)...])."""
     lines = raw.decode("latin-1").split("\r\n")

@@ -16,6 +16,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import (Backend, Clawd, Skip, Tap, check, eq, free_port, get, make_tmpdir,  # noqa: E402
+                     metrics_sample, metrics_scrape,
                      remove_tmpdir, wait_for)
 
 t = Tap()
@@ -31,34 +32,8 @@ def ctl_json(cd, *args):
     return json.loads(p.stdout)
 
 
-def scrape(cd):
-    port = int(cd.config["admin"]["address"].rsplit(":", 1)[1])
-    s = socket.create_connection(("127.0.0.1", port), timeout=5)
-    try:
-        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: admin\r\n\r\n")
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        s.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    eq(head.split(b"\r\n")[0].split()[1], b"200", "/metrics status")
-    return body.decode()
-
-
-def sample(text, name, **labels):
-    """The value of one series (exact label set), None when absent."""
-    for ln in text.splitlines():
-        m = re.fullmatch(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)", ln)
-        if not m or m.group(1) != name:
-            continue
-        got = dict(re.findall(r'([a-zA-Z_]+)="((?:[^"\\]|\\.)*)"', m.group(3) or ""))
-        if got == {k: str(v) for k, v in labels.items()}:
-            return float(m.group(4))
-    return None
+scrape = metrics_scrape
+sample = metrics_sample
 
 
 def promtool_check(text):

@@ -11,7 +11,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Backend, Clawd, Client, Tap, check, eq, free_port, get,  # noqa: E402
+from harness import (Backend, Clawd, Client, Tap, check, eq, free_port, get, metrics_sample,  # noqa: E402
+                     metrics_scrape,
                      simple_config, wait_for)
 
 t = Tap()
@@ -70,34 +71,8 @@ def config(*backends, retry=None, routes=None, timeouts=None, workers=1):
     return cfg
 
 
-def scrape(cd):
-    port = int(cd.config["admin"]["address"].rsplit(":", 1)[1])
-    s = socket.create_connection(("127.0.0.1", port), timeout=5)
-    try:
-        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        s.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    eq(head.split(b"\r\n")[0].split()[1], b"200", "/metrics status")
-    return body.decode()
-
-
-def sample(text, name, **labels):
-    """The value of one series (exact label set), None when absent."""
-    for ln in text.splitlines():
-        m = re.fullmatch(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)", ln)
-        if not m or m.group(1) != name:
-            continue
-        got = dict(re.findall(r'([a-zA-Z_]+)="((?:[^"\\]|\\.)*)"', m.group(3) or ""))
-        if got == {k: str(v) for k, v in labels.items()}:
-            return float(m.group(4))
-    return None
+scrape = metrics_scrape
+sample = metrics_sample
 
 
 def retries(cd, reason, pool="pool"):

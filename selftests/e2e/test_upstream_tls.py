@@ -12,6 +12,7 @@ import threading
 import time
 
 from harness import (CLAWD, Backend, Clawd, Client, Tap, check, eq, free_port, make_tmpdir,
+                     metrics_sample, metrics_scrape,
                      pattern_chunks, pattern_sha256, run_clawd, simple_config, to_yaml, wait_for)
 
 t = Tap()
@@ -123,30 +124,8 @@ def up_tls_config(be, tls, **extra):
     return cfg
 
 
-def scrape(port):
-    s = socket.create_connection(("127.0.0.1", port), timeout=5)
-    try:
-        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        s.close()
-    return data.partition(b"\r\n\r\n")[2].decode()
-
-
-def sample(text, name, **labels):
-    for ln in text.splitlines():
-        m = re.fullmatch(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)", ln)
-        if not m or m.group(1) != name:
-            continue
-        got = dict(re.findall(r'([a-zA-Z_]+)="((?:[^"\\]|\\.)*)"', m.group(3) or ""))
-        if got == {k: str(v) for k, v in labels.items()}:
-            return float(m.group(4))
-    return None
+scrape = metrics_scrape
+sample = metrics_sample
 
 
 def get_on(c, path, host="a.test"):
