@@ -19,6 +19,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "netaddr.h"
+#include "sdnotify.h"
 #include "tls.h"
 #include "worker.h"
 
@@ -418,7 +419,10 @@ static int cmd_reload(void *ctx, const struct control_req *req, struct jsonw *w,
 	int rc;
 
 	(void)req;
+	/* systemd hears of it as of a SIGHUP: a refused reload keeps serving, so READY=1 either way. */
+	sdnotify_reloading();
 	rc = reload_run(r, msg, sizeof(msg));
+	sdnotify_ready();
 	if (rc) {
 		snprintf(err, errlen, "%s", msg);
 		return rc;

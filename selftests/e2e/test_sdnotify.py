@@ -3,14 +3,16 @@ import ctypes
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Backend, Clawd, Tap, check, eq, free_port, get,  # noqa: E402
+from harness import (CLAWD, Backend, Clawd, Tap, check, eq, free_port, get,  # noqa: E402
                      make_tmpdir, remove_tmpdir, track_pid, wait_for)
 
 t = Tap()
+CLAWCTL = os.environ.get("CLAWCTL") or os.path.join(os.path.dirname(CLAWD), "clawctl")
 
 # The upgraded clawd is the first one's child: re-parented to us when it exits.
 PR_SET_CHILD_SUBREAPER = 36
@@ -78,7 +80,7 @@ def config(be, piddir):
     }
 
 
-@t.test("path NOTIFY_SOCKET: READY=1 at start, RELOADING=1 then READY=1 on SIGHUP, STOPPING=1 on SIGTERM")
+@t.test("path NOTIFY_SOCKET: READY=1 at start, RELOADING=1 then READY=1 on SIGHUP and on clawctl reload, STOPPING=1 on SIGTERM")
 def _():
     n = Notify(abstract=False)
     piddir = make_tmpdir()
@@ -91,6 +93,11 @@ def _():
             eq(r["RELOADING"], "1", "RELOADING value")
             check(int(r.get("MONOTONIC_USEC", "0")) > 0, "MONOTONIC_USEC with RELOADING=1: %r" % r)
             n.wait(lambda m: m.get("READY") == "1", 5, "READY=1 after the reload")
+            p = subprocess.run([CLAWCTL, "--socket", os.path.join(cd.dir, "ctl.sock"), "reload"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=20)
+            eq(p.returncode, 0, "clawctl reload: %s" % p.stdout.decode("utf-8", "replace"))
+            n.wait(lambda m: m.get("RELOADING") == "1", 5, "RELOADING=1 on clawctl reload")
+            n.wait(lambda m: m.get("READY") == "1", 5, "READY=1 after clawctl reload")
             cd.signal(signal.SIGTERM)
             cd.stopped = True
             n.wait(lambda m: m.get("STOPPING") == "1", 5, "STOPPING=1 on SIGTERM")
