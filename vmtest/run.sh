@@ -6,8 +6,8 @@
 #	VMTEST_KERNELS      kernels to boot, space-separated: a series ("6.1", "6.12")
 #	                    picks the newest linux-image-<series>*-cloud-amd64 in the
 #	                    apt lists; a full package name pins one. Default "6.1".
-#	VMTEST_TIMEOUT      seconds before a guest is declared hung and killed (300)
-#	VMTEST_TEST_TIMEOUT seconds per test program inside the guest (120)
+#	VMTEST_TIMEOUT      seconds before a guest is declared hung and killed (600)
+#	VMTEST_TEST_TIMEOUT seconds per test program inside the guest (240)
 #	VMTEST_CACHE        downloaded and unpacked packages ($BUILD/vmtest/cache)
 #	VMTEST_SHELL=1      after the tests, a shell on the guest console (no timeout)
 #	VMTEST_APPEND       extra kernel command line
@@ -17,8 +17,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 BUILD=${BUILD:-build}
 KERNELS=${VMTEST_KERNELS:-6.1}
-TIMEOUT=${VMTEST_TIMEOUT:-300}
-TEST_TIMEOUT=${VMTEST_TEST_TIMEOUT:-120}
+TIMEOUT=${VMTEST_TIMEOUT:-600}
+TEST_TIMEOUT=${VMTEST_TEST_TIMEOUT:-240}
 CACHE=${VMTEST_CACHE:-$BUILD/vmtest/cache}
 SHELL_MODE=${VMTEST_SHELL:-0}
 FILTER=${1:-}
