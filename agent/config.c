@@ -1653,9 +1653,9 @@ static int compile_regex(struct cfg_ctx *c, const yaml_node_t *n, const char *ke
 
 static int parse_match(struct cfg_ctx *c, const yaml_node_t *n, const char *path, struct cfg_route *r)
 {
-	enum { M_HOST, M_PATH, M_PATH_PREFIX, M_PATH_REGEX, M_METHODS, M_HEADERS, M_N };
+	enum { M_HOST, M_PATH, M_PATH_PREFIX, M_PATH_REGEX, M_METHODS, M_HEADERS, M_SNI, M_N };
 	static const char *const keys[M_N] = { "host",        "path",    "path_prefix",
-					       "path_regex",  "methods", "headers" };
+					       "path_regex",  "methods", "headers", "sni" };
 	static const enum route_path_kind kinds[] = { ROUTE_PATH_EXACT, ROUTE_PATH_PREFIX,
 						      ROUTE_PATH_REGEX };
 	char kp[CFG_KEY_MAX];
@@ -1698,6 +1698,10 @@ static int parse_match(struct cfg_ctx *c, const yaml_node_t *n, const char *path
 					   &r->nmethods, method_fix, "method name"))
 		return -EINVAL;
 	if (v[M_HEADERS] && parse_header_matches(c, v[M_HEADERS], key_join(kp, path, "headers"), r))
+		return -EINVAL;
+	/* TLS server names peeked from a passthrough ClientHello; tcp routes only (parse_route_mode). */
+	if (v[M_SNI] && parse_str_list(c, v[M_SNI], key_join(kp, path, "sni"), &r->sni, &r->nsni,
+				       host_pattern_ok, "server name or *.domain pattern"))
 		return -EINVAL;
 	return 0;
 }
@@ -3209,6 +3213,78 @@ static int parse_splice(struct cfg_ctx *c, const yaml_node_t *kn, const yaml_nod
 	return dup_str(c, SPLICE_DEFAULT_PIN_DIR, &sp->pin_dir);
 }
 
+/* The key node named key in mapping map (its value in *val), or NULL. */
+static yaml_node_t *map_key(struct cfg_ctx *c, const yaml_node_t *map, const char *key,
+			    yaml_node_t **val)
+{
+	if (!map || map->type != YAML_MAPPING_NODE)
+		return NULL;
+	for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
+		yaml_node_t *k = cfg_node(c, p->key);
+
+		if (k->type == YAML_SCALAR_NODE && !strcmp(scalar(k), key)) {
+			*val = cfg_node(c, p->value);
+			return k;
+		}
+	}
+	return NULL;
+}
+
+/*
+ * routes[].match on a tcp route: only sni (the bytes are opaque TLS, there is
+ * no request to match), and no server name routed twice on one listener
+ * (the choice would depend on file order). match.sni on any other route is
+ * refused: HTTP routes match the Host header with match.host.
+ */
+static int route_sni_check(struct cfg_ctx *c, const char *path, const yaml_node_t *match,
+			   const struct cfg_route *r)
+{
+	const struct config *cfg = c->cfg;
+	unsigned idx = (unsigned)(r - cfg->routes);
+	yaml_node_t *sv = NULL, *sk = map_key(c, match, "sni", &sv);
+	char kp[CFG_KEY_MAX], mp[CFG_KEY_MAX], sp[CFG_KEY_MAX];
+
+	key_join(mp, path, "match");
+	if (r->mode != CFG_MODE_TCP) {
+		if (sk)
+			return cfg_fail(c, sk, key_join(kp, mp, "sni"),
+					"only a tcp route matches the TLS server name (an HTTP route matches the Host header: use match.host)");
+		return 0;
+	}
+	for (yaml_node_pair_t *p = match ? match->data.mapping.pairs.start : NULL;
+	     p && p < match->data.mapping.pairs.top; p++) {
+		yaml_node_t *k = cfg_node(c, p->key);
+
+		if (k != sk)
+			return cfg_fail(c, k, key_join(kp, mp, scalar(k)),
+					"a tcp route matches by listener and match.sni only (it sees no HTTP request)");
+	}
+	if (!sk)
+		return 0;
+	key_join(sp, mp, "sni");
+	for (unsigned k = 0; k < r->nsni; k++) {
+		const yaml_node_t *it = sv->type == YAML_SCALAR_NODE ? sv : seq_item(c, sv, k);
+		const char *ik = sv->type == YAML_SCALAR_NODE ? sp : key_index(kp, sp, k);
+
+		for (unsigned m = 0; m < k; m++)
+			if (!strcmp(r->sni[m], r->sni[k]))
+				return cfg_fail(c, it, ik, "\"%s\" is listed twice (also %s[%u])",
+						r->sni[k], sp, m);
+		for (unsigned j = 0; j < idx; j++) {
+			const struct cfg_route *o = &cfg->routes[j];
+
+			if (o->mode != CFG_MODE_TCP || !(o->listener_mask & r->listener_mask))
+				continue;
+			for (unsigned m = 0; m < o->nsni; m++)
+				if (!strcmp(o->sni[m], r->sni[k]))
+					return cfg_fail(c, it, ik,
+							"\"%s\" already routed by tcp route \"%s\" (line %u) on a listener they share",
+							r->sni[k], o->name, o->line);
+		}
+	}
+	return 0;
+}
+
 /*
  * routes[].mode. After the first request a spliced connection is never seen
  * by the L7 proxy again, so anything that must judge each request is refused.
@@ -3221,7 +3297,7 @@ static int parse_route_mode(struct cfg_ctx *c, const char *path, yaml_node_t **v
 
 	r->listeners_set = v[i_listeners] != NULL;
 	if (!v[i_mode])
-		return 0;
+		return route_sni_check(c, path, v[i_match], r);
 	key_join(kp, path, "mode");
 	if (get_nonempty(c, v[i_mode], kp, &s))
 		return -EINVAL;
@@ -3233,6 +3309,8 @@ static int parse_route_mode(struct cfg_ctx *c, const char *path, yaml_node_t **v
 		r->mode = CFG_MODE_TCP;
 	else
 		return cfg_fail(c, v[i_mode], kp, "expected http, splice or tcp, got \"%s\"", s);
+	if (route_sni_check(c, path, v[i_match], r))
+		return -EINVAL;
 	if (r->mode == CFG_MODE_HTTP)
 		return 0;
 	if (v[i_respond])
@@ -3250,9 +3328,6 @@ static int parse_route_mode(struct cfg_ctx *c, const char *path, yaml_node_t **v
 				"%s mode cannot be combined with limits: requests after the first are never seen by the proxy",
 				s);
 	if (r->mode == CFG_MODE_TCP) {
-		if (v[i_match])
-			return cfg_fail(c, kn[i_match], key_join(kp, path, "match"),
-					"a tcp route matches by listener only (it sees no HTTP request)");
 		if (!v[i_listeners])
 			return cfg_fail(c, v[i_mode], kp,
 					"a tcp route must name its listeners (they become pure L4)");
@@ -3260,13 +3335,19 @@ static int parse_route_mode(struct cfg_ctx *c, const char *path, yaml_node_t **v
 	return 0;
 }
 
-/* Gives each listener its tcp route; an HTTP route naming such a listener is refused. */
+/*
+ * Gives each listener its tcp routes (at most one without match.sni: the
+ * default); an HTTP route naming such a listener is refused.
+ */
 static int splice_check_routes(struct cfg_ctx *c)
 {
 	struct config *cfg = c->cfg;
 
-	for (unsigned l = 0; l < cfg->nlisteners; l++)
-		cfg->listeners[l].tcp_route = -1;
+	for (unsigned l = 0; l < cfg->nlisteners; l++) {
+		cfg->listeners[l].ntcp_routes = 0;
+		cfg->listeners[l].tcp_default = -1;
+		cfg->listeners[l].sni_peek = false;
+	}
 	for (unsigned i = 0; i < cfg->nroutes; i++) {
 		const struct cfg_route *r = &cfg->routes[i];
 
@@ -3281,7 +3362,7 @@ static int splice_check_routes(struct cfg_ctx *c)
 				key_index(kp, "routes", i);
 				if (c->err && c->errlen)
 					snprintf(c->err, c->errlen,
-						 "%s:%u: %s.mode: splice needs a plain listener: TLS connections are never spliced (the SOCKHASH refuses a socket with the TLS ULP, and records cannot be spliced as bytes)",
+						 "%s:%u: %s.mode: splice needs a plain listener: a TLS-terminated connection cannot be spliced (kernel TLS and the SOCKHASH exclude each other: sk_psock_init() refuses a socket with the TLS ULP, and since Linux 6.1.190 the TLS_TX/TLS_RX keys are refused with EINVAL on a socket in a sockmap; see docs/splice.md)",
 						 c->name, r->line, kp);
 				return -EINVAL;
 			}
@@ -3301,18 +3382,26 @@ static int splice_check_routes(struct cfg_ctx *c)
 						 c->name, r->line, kp, cfg->listeners[l].name);
 				return -EINVAL;
 			}
-			if (cfg->listeners[l].tcp_route >= 0) {
+			struct cfg_listener *li = &cfg->listeners[l];
+
+			if (!r->nsni && li->tcp_default >= 0) {
 				char kp[CFG_KEY_MAX];
 
 				key_index(kp, "routes", i);
 				if (c->err && c->errlen)
 					snprintf(c->err, c->errlen,
-						 "%s:%u: %s.listeners: listener \"%s\" already carries tcp route \"%s\"",
-						 c->name, r->line, kp, cfg->listeners[l].name,
-						 cfg->routes[cfg->listeners[l].tcp_route].name);
+						 "%s:%u: %s.listeners: listener \"%s\" already has default tcp route \"%s\" (one without match.sni); give one of them match.sni",
+						 c->name, r->line, kp, li->name,
+						 cfg->routes[li->tcp_default].name);
 				return -EINVAL;
 			}
-			cfg->listeners[l].tcp_route = (int)i;
+			if (!li->tcp_routes && !(li->tcp_routes = calloc(cfg->nroutes, sizeof(int))))
+				return cfg_oom(c);
+			li->tcp_routes[li->ntcp_routes++] = (int)i;
+			if (r->nsni)
+				li->sni_peek = true;
+			else
+				li->tcp_default = (int)i;
 		}
 	}
 	for (unsigned i = 0; i < cfg->nroutes; i++) {
@@ -3321,7 +3410,7 @@ static int splice_check_routes(struct cfg_ctx *c)
 		if (r->mode == CFG_MODE_TCP || !r->listeners_set)
 			continue;
 		for (unsigned l = 0; l < cfg->nlisteners; l++) {
-			if (!(r->listener_mask & (1ull << l)) || cfg->listeners[l].tcp_route < 0)
+			if (!(r->listener_mask & (1ull << l)) || !cfg->listeners[l].ntcp_routes)
 				continue;
 			char kp[CFG_KEY_MAX];
 
@@ -3330,7 +3419,7 @@ static int splice_check_routes(struct cfg_ctx *c)
 				snprintf(c->err, c->errlen,
 					 "%s:%u: %s.listeners: listener \"%s\" is pure L4 (tcp route \"%s\"): no HTTP route can use it",
 					 c->name, r->line, kp, cfg->listeners[l].name,
-					 cfg->routes[cfg->listeners[l].tcp_route].name);
+					 cfg->routes[cfg->listeners[l].tcp_routes[0]].name);
 			return -EINVAL;
 		}
 	}
@@ -3523,6 +3612,7 @@ void config_free(struct config *cfg)
 	for (unsigned i = 0; cfg->listeners && i < cfg->nlisteners; i++) {
 		free(cfg->listeners[i].name);
 		free_listener_tls(cfg->listeners[i].tls);
+		free(cfg->listeners[i].tcp_routes);
 	}
 	free(cfg->listeners);
 	for (unsigned i = 0; cfg->upstreams && i < cfg->nupstreams; i++) {
@@ -3542,6 +3632,7 @@ void config_free(struct config *cfg)
 
 		free(r->name);
 		free_strv(r->hosts, r->nhosts);
+		free_strv(r->sni, r->nsni);
 		free(r->path);
 		pcre2_code_free(r->path_re);
 		free_strv(r->methods, r->nmethods);

@@ -52,7 +52,10 @@ struct cfg_listener {
 	struct net_addr addr; /* bind address */
 	uint32_t backlog;     /* listen(2) backlog */
 	unsigned line;        /* line in the file, for messages */
-	int tcp_route;        /* route in tcp mode that owns this listener (pure L4), -1 none */
+	int *tcp_routes;      /* routes in tcp mode on this listener (pure L4), file order; NULL none */
+	unsigned ntcp_routes; /* their number: > 0 makes the listener pure L4 */
+	int tcp_default;      /* the tcp route without match.sni (taken when no name matches), -1 none */
+	bool sni_peek;        /* a tcp route here has match.sni: the ClientHello is peeked first */
 	struct cfg_tls *tls;  /* TLS termination (docs/tls.md), NULL = plain HTTP */
 };
 
@@ -293,6 +296,8 @@ struct cfg_route {
 	uint64_t listener_mask;  /* bit i = listeners[i]; all bits set when unspecified */
 	char **hosts;            /* lower-case; "api.example.com" or "*.example.com"; none = any */
 	unsigned nhosts;
+	char **sni;              /* tcp routes: match.sni, TLS server names like hosts; none = the listener's default */
+	unsigned nsni;
 	enum route_path_kind path_kind;
 	char *path;              /* exact or prefix, or the regex source */
 	void *path_re;           /* pcre2_code *, compiled (and JIT-compiled when possible) at load for ROUTE_PATH_REGEX */

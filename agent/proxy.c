@@ -375,20 +375,16 @@ static ssize_t tls_read_into(struct client *c)
 static void tls_send_plain(struct client *c)
 {
 	struct io_uring_sqe *sqe;
-	uint32_t total = 0;
 
-	for (int i = 0; i < 2; i++) {
-		if (!c->iov[i].iov_len)
-			continue;
-		if (tls_write(c->tls, c->iov[i].iov_base, c->iov[i].iov_len)) {
-			log_debug("listener %s: TLS write failed: closing",
-				  wcfg(c->w)->listeners[c->listener].name);
-			client_close(c);
-			return;
-		}
-		total += (uint32_t)c->iov[i].iov_len;
+	/* Head and body together: one SSL_write pass, no record holding the head alone. */
+	if (tls_write2(c->tls, c->iov[0].iov_base, c->iov[0].iov_len, c->iov[1].iov_base,
+		       c->iov[1].iov_len)) {
+		log_debug("listener %s: TLS write failed: closing",
+			  wcfg(c->w)->listeners[c->listener].name);
+		client_close(c);
+		return;
 	}
-	c->tls_plain = total;
+	c->tls_plain = (uint32_t)(c->iov[0].iov_len + c->iov[1].iov_len);
 	c->send_busy = true;
 	tls_flush(c);
 	if (!c->tls_sending) {
@@ -899,11 +895,11 @@ void proxy_accept(struct worker *w, struct wlistener *l, int fd)
 	 * connect succeeded and its request may be on the way, so an HTTP connection
 	 * is served (with Connection: close) rather than closed unanswered.
 	 */
-	if (w->draining && cfg->listeners[l->idx].tcp_route >= 0) {
+	if (w->draining && cfg->listeners[l->idx].ntcp_routes) {
 		close(fd);
 		return;
 	}
-	if (cfg->listeners[l->idx].tcp_route >= 0) {
+	if (cfg->listeners[l->idx].ntcp_routes) {
 		splice_accept_tcp(w, l->idx, fd); /* pure L4 listener (splice.h) */
 		return;
 	}
@@ -2534,6 +2530,7 @@ void proxy_drain(struct worker *w)
 			continue;
 		drain_idle_deadline(c);
 	}
+	splice_drain(w); /* tcp connections still peeking at a ClientHello close */
 	/* Only the newest generation keeps idle connections (up_release). */
 	worker_enter(w, w->cur);
 	for (unsigned p = 0; p < wcfg(w)->nupstreams; p++)

@@ -139,11 +139,14 @@ static int check_fixed(struct reloader *r, const struct config *ocfg, const stru
 				return -EPERM;
 			}
 	}
-	if ((uses_splice(ocfg) || uses_splice(ncfg)) &&
-	    (section_changed(r, ntext, nlen, "routes") || section_changed(r, ntext, nlen, "listeners") ||
-	     section_changed(r, ntext, nlen, "upstreams"))) {
-		snprintf(msg, msglen, "reload: routes, listeners or upstreams changed while a route "
-			 "uses splice or tcp mode; restart to apply");
+	/*
+	 * Spliced connections keep the generation they started with (splice.c),
+	 * so routes may change under them; but the verdict program is loaded at
+	 * start-up only when a route needs it.
+	 */
+	if (!uses_splice(ocfg) && uses_splice(ncfg)) {
+		snprintf(msg, msglen, "reload: a route now uses splice or tcp mode and the splice "
+			 "program was not loaded at start-up; restart to apply");
 		return -EPERM;
 	}
 	return 0;

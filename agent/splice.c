@@ -30,6 +30,8 @@
 #include "netaddr.h"
 #include "openclaw/splice.h"
 #include "sk_splice.skel.h"
+#include "sni_peek.h"
+#include "sni_route.h"
 #include "worker.h"
 
 #ifndef BPF_FS_MAGIC
@@ -40,7 +42,8 @@
 #define FAST_MS 2               /* re-check period while a direction drains or relays */
 #define SLOW_MS 50              /* re-check period otherwise (pauses, idle timeout) */
 
-enum sio_kind { SIO_POLL, SIO_SEND, SIO_RECV, SIO_TIMER, SIO_CONNECT, SIO_N };
+/* SIO_PEEK and SIO_PEEK_TIMER: tcp mode, waiting for the ClientHello (side 0 only). */
+enum sio_kind { SIO_POLL, SIO_SEND, SIO_RECV, SIO_TIMER, SIO_CONNECT, SIO_PEEK, SIO_PEEK_TIMER, SIO_N };
 
 struct splice_conn;
 
@@ -66,6 +69,7 @@ struct splice_dir {
 struct splice_conn {
 	struct splice_io io[2][SIO_N];
 	struct worker *w;
+	struct wgen *gen;     /* the configuration it was accepted or handed off with (a reference) */
 	int fd[2];
 	uint64_t cookie[2];
 	bool in_map[2];
@@ -83,9 +87,17 @@ struct splice_conn {
 	int route, pool, server;
 	uint64_t first_in, first_out;
 	struct sockaddr_storage peer;
+	socklen_t peer_len;   /* tcp mode: getpeername's length (the LB hash covers it) */
 	char peer_s[NET_ADDR_STRLEN + 8];
 	struct __kernel_timespec ts;
 	const char *error;
+	bool tcp;             /* accepted on a pure L4 listener (access log method TCP) */
+	bool peeking;         /* tcp mode with SNI routes: waiting for the ClientHello */
+	bool peek_timer;      /* the peek's deadline (SIO_PEEK_TIMER) is armed */
+	uint32_t peek_len;    /* bytes the last peek saw */
+	uint8_t *peek_buf;    /* SNI_PEEK_MAX bytes, while peeking */
+	struct __kernel_timespec peek_ts;
+	char sni[SNI_HOST_MAX + 1]; /* the server name the client asked for, "" = none (yet) */
 	struct dlist node;    /* in sp->conns (control's view), when listed */
 	struct dlist wnode;   /* in its worker's list, for drain */
 } __attribute__((aligned(16)));
@@ -113,6 +125,12 @@ static _Atomic int g_mode = -1;        /* enum cfg_splice_enabled of the running
 static _Atomic bool g_warned;          /* the fallback was logged */
 static _Atomic uint64_t g_fallbacks;   /* connections relayed in userspace because splice was unavailable */
 static char g_why[512];                /* why the program is not loaded */
+
+/* The snapshot a connection runs with (its own, held until it is freed). */
+static struct snapshot *conn_snap(const struct splice_conn *c)
+{
+	return c->gen->snap;
+}
 
 static uint64_t now_realtime_ns(void)
 {
@@ -454,22 +472,30 @@ static int read_sock(struct splice *sp, uint64_t cookie, struct splice_sock *out
 
 static void conn_free(struct splice_conn *c)
 {
+	struct worker *w = c->w;
+	struct wgen *g = c->gen;
+
 	dlist_del(&c->wnode);
-	c->w->nclients--; /* counted with the worker's clients: a drain waits for us */
+	w->nclients--; /* counted with the worker's clients: a drain waits for us */
 	for (int i = 0; i < 2; i++) {
 		if (c->fd[i] >= 0)
 			close(c->fd[i]);
 		free(c->d[i].buf);
 	}
+	free(c->peek_buf);
 	free(c);
+	/* Its generation may die here: the worker must not keep serving from it. */
+	if (w->gen == g && g != w->cur)
+		worker_enter(w, w->cur);
+	worker_gen_put(w, g);
 }
 
 static void log_conn(struct splice_conn *c, uint64_t in, uint64_t out)
 {
-	const struct config *cfg = c->w->snap->cfg;
+	const struct config *cfg = conn_snap(c)->cfg;
 	struct alog_entry e = { 0 };
 	static const char m_splice[] = "SPLICE", m_tcp[] = "TCP";
-	bool tcp = c->route >= 0 && cfg->routes[c->route].mode == CFG_MODE_TCP;
+	bool tcp = c->tcp || (c->route >= 0 && cfg->routes[c->route].mode == CFG_MODE_TCP);
 
 	if (!c->w->alog)
 		return;
@@ -477,12 +503,13 @@ static void log_conn(struct splice_conn *c, uint64_t in, uint64_t out)
 	e.client = (struct sockaddr *)&c->peer;
 	e.method = tcp ? m_tcp : m_splice;
 	e.method_len = tcp ? 3 : 6;
-	e.path = "*";
-	e.path_len = 1;
+	/* A listener with SNI routes logs the server name the client asked for. */
+	e.path = c->sni[0] ? c->sni : "*";
+	e.path_len = strlen(e.path);
 	e.bytes_in = in;
 	e.bytes_out = out;
 	e.route = c->route >= 0 ? cfg->routes[c->route].name : NULL;
-	e.upstream = c->pool >= 0 && c->server >= 0 ? c->w->snap->server_names[c->pool][c->server]
+	e.upstream = c->pool >= 0 && c->server >= 0 ? conn_snap(c)->server_names[c->pool][c->server]
 						     : NULL;
 	e.upstream_ns = -1;
 	e.total_ns = c->w->now_ns - c->start_ns;
@@ -534,7 +561,7 @@ static void conn_close(struct splice_conn *c, bool reset, const char *why)
 				setsockopt(c->fd[i], SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 	}
 	if (c->lb_begun) {
-		lb_end(&c->w->snap->pools[c->pool], c->server, 0, c->w->now_ns);
+		lb_end(&conn_snap(c)->pools[c->pool], c->server, 0, c->w->now_ns);
 		c->lb_begun = false;
 	}
 	log_conn(c, c->first_in + c2b, c->first_out + b2c);
@@ -672,7 +699,7 @@ static bool dir_progress(struct splice *sp, struct splice_conn *c, int i)
 static void conn_check(struct splice_conn *c)
 {
 	struct splice *sp = sp_get();
-	const struct config *cfg = c->w->snap->cfg;
+	const struct config *cfg = conn_snap(c)->cfg;
 	uint64_t c2b, b2c;
 	bool busy = false;
 
@@ -932,6 +959,7 @@ static struct splice_conn *conn_new(struct worker *w, int cfd, int ufd)
 		return NULL;
 	memset(c, 0, sizeof(*c));
 	c->w = w;
+	c->gen = worker_gen_get(w->gen);
 	c->fd[0] = cfd;
 	c->fd[1] = ufd;
 	for (int i = 0; i < 2; i++)
@@ -1120,8 +1148,8 @@ static void tcp_connected(struct splice_conn *c, int res)
 	if (c->closing)
 		return;
 	if (res < 0) {
-		log_warn("route %s: tcp: connect to %s: %s", c->w->snap->cfg->routes[c->route].name,
-			 c->w->snap->server_names[c->pool][c->server], strerror(-res));
+		log_warn("route %s: tcp: connect to %s: %s", conn_snap(c)->cfg->routes[c->route].name,
+			 conn_snap(c)->server_names[c->pool][c->server], strerror(-res));
 		conn_close(c, true, "backend connect failed");
 		return;
 	}
@@ -1141,14 +1169,14 @@ static void tcp_connected(struct splice_conn *c, int res)
 	atomic_fetch_add(&sp->insert_fails, 1);
 	if (rc == -EPIPE) {
 		log_warn("splice: route %s: inserting the sockets failed after the verdict ran on the backend; connection reset",
-			 c->w->snap->cfg->routes[c->route].name);
+			 conn_snap(c)->cfg->routes[c->route].name);
 		conn_close(c, true, "splice insert failed");
 		return;
 	}
 	if (required) {
 		atomic_fetch_add(&sp->refused, 1);
 		log_warn("splice: route %s: inserting the sockets: %s (required: connection closed)",
-			 c->w->snap->cfg->routes[c->route].name, strerror(-rc));
+			 conn_snap(c)->cfg->routes[c->route].name, strerror(-rc));
 		conn_close(c, true, "splice insert failed");
 		return;
 	}
@@ -1157,40 +1185,30 @@ static void tcp_connected(struct splice_conn *c, int res)
 	start_user(c);
 }
 
-void splice_accept_tcp(struct worker *w, unsigned listener, int fd)
+/*
+ * Picks a server of route's pool and starts the connect. On failure the
+ * connection is marked closing (and logged when it is a decision worth a
+ * line); the caller frees it once nothing is pending.
+ */
+static void tcp_begin(struct splice_conn *c, int route)
 {
-	const struct config *cfg = w->snap->cfg;
-	int route = cfg->listeners[listener].tcp_route;
+	struct worker *w = c->w;
+	const struct config *cfg = conn_snap(c)->cfg;
 	const struct cfg_route *r = &cfg->routes[route];
-	struct lb_pool *p = &w->snap->pools[r->upstream];
-	struct splice_conn *c;
-	socklen_t plen;
+	struct lb_pool *p = &conn_snap(c)->pools[r->upstream];
 	uint64_t hash = 1469598103934665603ull;
 	int s, ufd, one = 1;
 
-	c = conn_new(w, fd, -1);
-	if (!c) {
-		close(fd);
-		return;
-	}
-	c->listener = listener;
 	c->route = route;
 	c->pool = r->upstream;
-	plen = sizeof(c->peer);
-	getpeername(fd, (struct sockaddr *)&c->peer, &plen);
 	/* ip_hash and consistent_hash see the client address (no request here). */
-	for (socklen_t i = 0; i < plen && i < 24; i++)
+	for (socklen_t i = 0; i < c->peer_len && i < 24; i++)
 		hash = (hash ^ ((unsigned char *)&c->peer)[i]) * 1099511628211ull;
-	if (w->draining) {
-		conn_free(c);
-		return;
-	}
-	s = lb_pick(p, &w->lb[c->pool], hash, NULL, 0, w->now_ns);
+	s = lb_pick(p, &c->gen->lb[c->pool], hash, NULL, 0, w->now_ns);
 	if (s < 0) {
 		c->error = "no backend available";
 		c->closing = true;
 		log_conn(c, 0, 0);
-		conn_free(c);
 		return;
 	}
 	c->server = s;
@@ -1198,11 +1216,11 @@ void splice_accept_tcp(struct worker *w, unsigned listener, int fd)
 
 	ufd = socket(srv->addr.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (ufd < 0) {
-		conn_free(c);
+		c->closing = true;
 		return;
 	}
 	c->fd[1] = ufd;
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	setsockopt(c->fd[0], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	setsockopt(ufd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	lb_begin(p, s);
 	c->lb_begun = true;
@@ -1213,12 +1231,268 @@ void splice_accept_tcp(struct worker *w, unsigned listener, int fd)
 	c->pending++;
 }
 
+/* ---- SNI: the ClientHello peeked on the worker's ring ------------------------------- */
+
+#define SNI_MAX_SLOTS 256 /* listener names ever counted (reloads add names, never remove) */
+
+/* openclaw_tcp_sni_total for one listener name; slots are appended, never moved. */
+struct sni_slot {
+	char name[64];
+	_Atomic uint64_t n[SNI_ROUTE_N];
+	_Atomic bool warned[SNI_ROUTE_N]; /* the failure was logged for this listener */
+};
+
+static struct sni_slot g_sni[SNI_MAX_SLOTS];
+static _Atomic unsigned g_nsni;        /* slots published (names written before the count) */
+static pthread_mutex_t g_sni_lock = PTHREAD_MUTEX_INITIALIZER; /* appending a name */
+
+/* The slot of listener name, created on first use; NULL when the table is full. */
+static struct sni_slot *sni_slot(const char *name)
+{
+	unsigned n = atomic_load_explicit(&g_nsni, memory_order_acquire);
+	struct sni_slot *sl = NULL;
+
+	for (unsigned i = 0; i < n; i++)
+		if (!strcmp(g_sni[i].name, name))
+			return &g_sni[i];
+	pthread_mutex_lock(&g_sni_lock);
+	n = atomic_load_explicit(&g_nsni, memory_order_relaxed);
+	for (unsigned i = 0; i < n && !sl; i++)
+		if (!strcmp(g_sni[i].name, name))
+			sl = &g_sni[i];
+	if (!sl && n < SNI_MAX_SLOTS) {
+		sl = &g_sni[n];
+		snprintf(sl->name, sizeof(sl->name), "%s", name);
+		atomic_store_explicit(&g_nsni, n + 1, memory_order_release);
+	}
+	pthread_mutex_unlock(&g_sni_lock);
+	return sl;
+}
+
+/* Counts one peek outcome; a failure is logged once per listener and reason. */
+static void sni_count(struct splice_conn *c, enum sni_route_result why)
+{
+	const char *lname = conn_snap(c)->cfg->listeners[c->listener].name;
+	struct sni_slot *sl = sni_slot(lname);
+
+	if (!sl)
+		return;
+	atomic_fetch_add_explicit(&sl->n[why], 1, memory_order_relaxed);
+	if (why <= SNI_ROUTE_DEFAULT || atomic_exchange(&sl->warned[why], true))
+		return;
+	if (why == SNI_ROUTE_NO_MATCH)
+		log_warn("listener %s: tcp: server name \"%s\" matches no route and there is no default route; connection closed (said once per listener and reason, counted in openclaw_tcp_sni_total)",
+			 lname, c->sni[0] ? c->sni : "(none)");
+	else
+		log_warn("listener %s: tcp: ClientHello %s; connection closed (said once per listener and reason, counted in openclaw_tcp_sni_total)",
+			 lname,
+			 why == SNI_ROUTE_MALFORMED ? "malformed (not TLS?)"
+			 : why == SNI_ROUTE_TOO_BIG ? "larger than 16 KiB"
+			 : why == SNI_ROUTE_TIMEOUT ? "not complete within timeouts.client_header"
+						    : "cut short: the client closed");
+}
+
+/* The peek is over: its timer goes, its buffer too, and the socket wakes on any byte again. */
+static void peek_end(struct splice_conn *c)
+{
+	int one = 1;
+
+	if (c->peek_timer) {
+		struct io_uring_sqe *sqe = worker_sqe(c->w);
+
+		io_uring_prep_timeout_remove(sqe, op_data(&c->io[0][SIO_PEEK_TIMER], OP_SPLICE), 0);
+		io_uring_sqe_set_data64(sqe, OP_IGNORE);
+		c->peek_timer = false; /* its completion still comes (counted in pending) */
+	}
+	free(c->peek_buf);
+	c->peek_buf = NULL;
+	c->peeking = false;
+	setsockopt(c->fd[0], SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
+}
+
+/* Closes a connection whose peek failed: counted, logged once, one access-log line. */
+static void peek_fail(struct splice_conn *c, enum sni_route_result why, const char *error)
+{
+	peek_end(c);
+	if (why < SNI_ROUTE_N)
+		sni_count(c, why);
+	c->error = error;
+	c->closing = true;
+	log_conn(c, c->peek_len, 0);
+	if (c->pending) {
+		struct io_uring_sqe *sqe = worker_sqe(c->w);
+
+		io_uring_prep_cancel_fd(sqe, c->fd[0], IORING_ASYNC_CANCEL_ALL);
+		io_uring_sqe_set_data64(sqe, OP_IGNORE);
+	}
+	/* Freed once the cancelled poll and the removed timer have come back. */
+}
+
+/* Waits (on the ring) until the client socket has more than peek_len bytes or hangs up. */
+static void peek_arm(struct splice_conn *c)
+{
+	struct io_uring_sqe *sqe = worker_sqe(c->w);
+
+	io_uring_prep_poll_add(sqe, c->fd[0], POLLIN | POLLRDHUP);
+	io_uring_sqe_set_data64(sqe, op_data(&c->io[0][SIO_PEEK], OP_SPLICE));
+	c->pending++;
+}
+
+static const char *const peek_errors[SNI_ROUTE_N] = {
+	[SNI_ROUTE_NO_MATCH] = "sni: no route for the server name",
+	[SNI_ROUTE_MALFORMED] = "sni: malformed ClientHello",
+	[SNI_ROUTE_TOO_BIG] = "sni: ClientHello too big",
+	[SNI_ROUTE_TIMEOUT] = "sni: ClientHello timeout",
+	[SNI_ROUTE_CLOSED] = "sni: client closed before its ClientHello",
+};
+
+/*
+ * The client socket is readable (or hung up): peek what it has sent
+ * (MSG_PEEK consumes nothing: the backend gets the ClientHello intact) and
+ * parse it. Incomplete: SO_RCVLOWAT one past what is there, so the
+ * level-triggered poll sleeps until a new byte arrives instead of firing on
+ * the same unconsumed bytes.
+ */
+static void on_peek(struct splice_conn *c, int res)
+{
+	const struct config *cfg = conn_snap(c)->cfg;
+	enum sni_peek_result pr;
+	enum sni_route_result why;
+	bool hup = res > 0 && (res & (POLLRDHUP | POLLHUP | POLLERR));
+	ssize_t n;
+	int route;
+
+	if (c->closing || !c->peeking)
+		return;
+	if (res < 0) {
+		peek_fail(c, SNI_ROUTE_CLOSED, peek_errors[SNI_ROUTE_CLOSED]);
+		return;
+	}
+	n = recv(c->fd[0], c->peek_buf, SNI_PEEK_MAX, MSG_PEEK | MSG_DONTWAIT);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR) && !hup) {
+		peek_arm(c);
+		return;
+	}
+	if (n <= 0) {
+		peek_fail(c, SNI_ROUTE_CLOSED, peek_errors[SNI_ROUTE_CLOSED]);
+		return;
+	}
+	c->peek_len = (uint32_t)n;
+	pr = sni_peek_parse(c->peek_buf, (size_t)n, SNI_PEEK_MAX, c->sni);
+	if (pr == SNI_PEEK_NEED_MORE) {
+		int lowat = (int)n + 1;
+
+		if (hup) {
+			/* Nothing more can come: half a ClientHello and a FIN (or an error). */
+			peek_fail(c, SNI_ROUTE_CLOSED, peek_errors[SNI_ROUTE_CLOSED]);
+			return;
+		}
+		if (n >= SNI_PEEK_MAX) {
+			peek_fail(c, SNI_ROUTE_TOO_BIG, peek_errors[SNI_ROUTE_TOO_BIG]);
+			return;
+		}
+		setsockopt(c->fd[0], SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof(lowat));
+		peek_arm(c);
+		return;
+	}
+	if (pr != SNI_PEEK_FOUND)
+		c->sni[0] = '\0';
+	route = sni_route_choose(&cfg->listeners[c->listener], cfg->routes, pr, c->sni, &why);
+	if (route < 0) {
+		peek_fail(c, why, peek_errors[why]);
+		return;
+	}
+	peek_end(c);
+	sni_count(c, why);
+	tcp_begin(c, route);
+}
+
+/* The peek's deadline (timeouts.client_header) passed, or its timer was removed. */
+static void on_peek_timer(struct splice_conn *c, int res)
+{
+	if (res == -ECANCELED || c->closing || !c->peeking)
+		return;
+	c->peek_timer = false;
+	peek_fail(c, SNI_ROUTE_TIMEOUT, peek_errors[SNI_ROUTE_TIMEOUT]);
+}
+
+/* Starts the peek: the ClientHello must be complete within timeouts.client_header. */
+static void peek_start(struct splice_conn *c)
+{
+	uint64_t ms = conn_snap(c)->cfg->timeouts.client_header_ms;
+	struct io_uring_sqe *sqe;
+
+	c->peek_buf = malloc(SNI_PEEK_MAX);
+	if (!c->peek_buf) {
+		c->closing = true;
+		return;
+	}
+	c->peeking = true;
+	c->peek_ts.tv_sec = (long long)(ms / 1000);
+	c->peek_ts.tv_nsec = (long long)(ms % 1000) * 1000000;
+	sqe = worker_sqe(c->w);
+	io_uring_prep_timeout(sqe, &c->peek_ts, 0, 0);
+	io_uring_sqe_set_data64(sqe, op_data(&c->io[0][SIO_PEEK_TIMER], OP_SPLICE));
+	c->peek_timer = true;
+	c->pending++;
+	peek_arm(c);
+}
+
+void splice_accept_tcp(struct worker *w, unsigned listener, int fd)
+{
+	const struct cfg_listener *l = &w->snap->cfg->listeners[listener];
+	struct splice_conn *c;
+	socklen_t plen;
+
+	c = conn_new(w, fd, -1);
+	if (!c) {
+		close(fd);
+		return;
+	}
+	c->listener = listener;
+	c->tcp = true;
+	plen = sizeof(c->peer);
+	if (getpeername(fd, (struct sockaddr *)&c->peer, &plen) == 0)
+		c->peer_len = plen;
+	if (w->draining) {
+		conn_free(c);
+		return;
+	}
+	/* Only a listener with match.sni routes waits for the ClientHello; else bytes flow at once. */
+	if (l->sni_peek)
+		peek_start(c);
+	else
+		tcp_begin(c, l->tcp_default);
+	if (c->closing && !c->pending)
+		conn_free(c);
+}
+
+void splice_drain(struct worker *w)
+{
+	struct dlist *head = &g_wlists[w->id % SPLICE_MAX_WORKERS], *pos, *tmp;
+
+	if (!head->next)
+		return;
+	dlist_for_each_safe(pos, tmp, head) {
+		struct splice_conn *c = dlist_entry(pos, struct splice_conn, wnode);
+
+		if (c->closing || !c->peeking)
+			continue;
+		/* Not an SNI outcome: not counted in openclaw_tcp_sni_total. */
+		peek_fail(c, SNI_ROUTE_N, "shutdown: draining");
+		if (!c->pending)
+			conn_free(c);
+	}
+}
+
 void splice_complete(struct worker *w, void *obj, int res, unsigned flags)
 {
 	struct splice_io *io = obj;
 	struct splice_conn *c = io->c;
 	int i = io->side;
 
+	/* Its own configuration (dispatch() goes back to the newest afterwards). */
+	worker_enter(w, c->gen);
 	c->pending--;
 	switch (io->kind) {
 	case SIO_POLL:
@@ -1238,6 +1512,12 @@ void splice_complete(struct worker *w, void *obj, int res, unsigned flags)
 	case SIO_CONNECT:
 		tcp_connected(c, res);
 		break;
+	case SIO_PEEK:
+		on_peek(c, res);
+		break;
+	case SIO_PEEK_TIMER:
+		on_peek_timer(c, res);
+		break;
 	}
 	if (c->closing && !c->pending)
 		conn_free(c);
@@ -1254,7 +1534,10 @@ void splice_close_all(struct worker *w)
 
 		if (c->closing)
 			continue;
-		conn_close(c, false, "shutdown: drain time over");
+		if (c->peeking)
+			peek_fail(c, SNI_ROUTE_N, "shutdown: drain time over");
+		else
+			conn_close(c, false, "shutdown: drain time over");
 		if (!c->pending)
 			conn_free(c);
 	}
@@ -1286,9 +1569,10 @@ static int cmd_list(void *ctx, const struct control_req *req, struct jsonw *w, c
 			net_addr_format((struct sockaddr *)&c->peer, addr, sizeof(addr));
 			jsonw_str(w, "client", addr);
 			jsonw_str(w, "backend", c->pool >= 0 && c->server >= 0
-							 ? c->w->snap->server_names[c->pool][c->server]
+							 ? conn_snap(c)->server_names[c->pool][c->server]
 							 : "");
-			jsonw_str(w, "route", c->route >= 0 ? c->w->snap->cfg->routes[c->route].name : "");
+			jsonw_str(w, "route", c->route >= 0 ? conn_snap(c)->cfg->routes[c->route].name : "");
+			jsonw_str(w, "sni", c->sni);
 			jsonw_str(w, "path", c->kernel ? "kernel" : "userspace");
 			jsonw_u64(w, "bytes_to_backend", c->first_in + c2b);
 			jsonw_u64(w, "bytes_to_client", c->first_out + b2c);
@@ -1333,6 +1617,23 @@ static int kernel_counters(struct splice *sp, uint64_t *sum)
 	return 0;
 }
 
+/* openclaw_tcp_sni_total{listener,result}: every listener that ever peeked a ClientHello. */
+static void sni_collect(struct metrics_out *o)
+{
+	unsigned n = atomic_load_explicit(&g_nsni, memory_order_acquire);
+
+	if (!n)
+		return;
+	metrics_family(o, "openclaw_tcp_sni_total", "counter",
+		       "Connections of tcp listeners with SNI routes, by how the ClientHello's server name routed them.");
+	for (unsigned i = 0; i < n; i++)
+		for (int r = 0; r < SNI_ROUTE_N; r++)
+			metrics_sample_u64(o, "openclaw_tcp_sni_total",
+					   (const char *[]){ "listener", g_sni[i].name, "result",
+							     sni_route_result_name(r), NULL },
+					   atomic_load_explicit(&g_sni[i].n[r], memory_order_relaxed));
+}
+
 static void collect(void *ctx, struct metrics_out *o)
 {
 	struct splice *sp = sp_get();
@@ -1343,6 +1644,7 @@ static void collect(void *ctx, struct metrics_out *o)
 		       "Connections of splice/tcp routes relayed in userspace instead (program off or insert refused).");
 	metrics_sample_u64(o, "openclaw_splice_fallbacks_total", NULL,
 			   atomic_load(&g_fallbacks) + (sp ? atomic_load(&sp->fallbacks) : 0));
+	sni_collect(o);
 	if (!sp)
 		return;
 	pthread_mutex_lock(&sp->lock);
@@ -1398,6 +1700,22 @@ int splice_register_metrics(struct metrics *m)
 	return m ? metrics_register(m, collect, NULL) : 0;
 }
 
+/* "sni": { listener: { routed: n, default: n, ... } } for splice.stats. */
+static void sni_stats(struct jsonw *w)
+{
+	unsigned n = atomic_load_explicit(&g_nsni, memory_order_acquire);
+
+	jsonw_obj_begin_key(w, "sni");
+	for (unsigned i = 0; i < n; i++) {
+		jsonw_obj_begin_key(w, g_sni[i].name);
+		for (int r = 0; r < SNI_ROUTE_N; r++)
+			jsonw_u64(w, sni_route_result_name(r),
+				  atomic_load_explicit(&g_sni[i].n[r], memory_order_relaxed));
+		jsonw_obj_end(w);
+	}
+	jsonw_obj_end(w);
+}
+
 static int cmd_stats(void *ctx, const struct control_req *req, struct jsonw *w, char *err,
 		     size_t errlen)
 {
@@ -1414,6 +1732,7 @@ static int cmd_stats(void *ctx, const struct control_req *req, struct jsonw *w, 
 	if (!sp)
 		jsonw_str(w, "reason", g_why[0] ? g_why : "no route uses splice or tcp mode");
 	jsonw_u64(w, "fallbacks", atomic_load(&g_fallbacks) + (sp ? atomic_load(&sp->fallbacks) : 0));
+	sni_stats(w);
 	if (!sp)
 		return 0;
 	pthread_mutex_lock(&sp->lock);

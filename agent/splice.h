@@ -65,8 +65,15 @@ int splice_handoff(struct worker *w, int cfd, int ufd, const char *extra, size_t
  */
 void splice_fallback(const char *why);
 
-/* tcp mode: takes an accepted socket of a listener whose tcp_route >= 0. */
+/*
+ * tcp mode: takes an accepted socket of a listener with tcp routes
+ * (ntcp_routes > 0). With SNI routes (sni_peek) the ClientHello is peeked
+ * on the worker's ring first and picks the route (docs/splice.md).
+ */
 void splice_accept_tcp(struct worker *w, unsigned listener, int fd);
+
+/* When a drain begins: closes this worker's tcp connections still waiting for their ClientHello. */
+void splice_drain(struct worker *w);
 
 /* At the drain deadline: closes this worker's spliced connections (until then they run on). */
 void splice_close_all(struct worker *w);

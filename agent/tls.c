@@ -1188,6 +1188,15 @@ int tls_write(struct tls_conn *t, const void *buf, size_t len)
 	return rc;
 }
 
+int tls_write2(struct tls_conn *t, const void *a, size_t alen, const void *b, size_t blen)
+{
+	int rc = tls_io_write2(t->ssl, a, alen, b, blen);
+
+	if (rc)
+		t->fatal = true;
+	return rc;
+}
+
 size_t tls_out_next(struct tls_conn *t, const char **p)
 {
 	return tls_io_out_next(&t->io, p);

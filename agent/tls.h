@@ -103,6 +103,8 @@ bool tls_read_buffered(const struct tls_conn *t);
 
 /* Encrypts len bytes into the output queue. 0 or -EPROTO. */
 int tls_write(struct tls_conn *t, const void *buf, size_t len);
+/* Encrypts a then b (either may be empty) as one stream: a small head shares the body's first record. */
+int tls_write2(struct tls_conn *t, const void *a, size_t alen, const void *b, size_t blen);
 
 /*
  * Output queue: the next span of ciphertext to send (0 when none; the span

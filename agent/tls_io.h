@@ -56,6 +56,8 @@ static inline bool tls_io_out_pending(const struct tls_io *io)
 ssize_t tls_io_read(SSL *ssl, char *buf, size_t len);
 /* SSL_write of all of buf into the output queue: 0 or -EPROTO. */
 int tls_io_write(SSL *ssl, const void *buf, size_t len);
+/* a then b (either may be empty) as if one buffer: a small a shares b's first record. 0 or -EPROTO. */
+int tls_io_write2(SSL *ssl, const void *a, size_t alen, const void *b, size_t blen);
 
 size_t tls_io_out_next(struct tls_io *io, const char **p);
 size_t tls_io_out_sent(struct tls_io *io, size_t n);

@@ -2,7 +2,8 @@
 # bench/tls.sh — TLS termination side by side: clawd, nginx and HAProxy in front of one plain nginx backend; TLS 1.3 keep-alive req/s (128 B, 1 MiB) and full handshakes/s.
 #
 # Usage: BUILD=build bench/tls.sh      (environment: TLS_BENCH_DURATION s per run (5),
-#        TLS_BENCH_CONNS keep-alive connections (32), TLS_BENCH_PROXIES, TLS_BENCH_PORT (28580))
+#        TLS_BENCH_CONNS keep-alive connections (32), TLS_BENCH_PROXIES, TLS_BENCH_PORT (28580),
+#        TLS_BENCH_SUITES the TLS 1.3 suites every proxy offers, server order (clawd's default list))
 # Keep-alive: wrk over https (TLS 1.3, one handshake per connection).
 # Handshakes: `openssl s_time -new` (a full TLS 1.3 handshake per connection,
 # no resumption) for the same wall time, from 4 parallel clients.
@@ -22,6 +23,10 @@ declare -A PORT=([clawd]=$((BASE + 1)) [nginx]=$((BASE + 2)) [haproxy]=$((BASE +
 PIDS=()
 declare -A PROXY_PID
 W=$(mktemp -d /tmp/clawd-tlsbench-XXXXXX)
+chmod 755 "$W" # nginx workers run as an unprivileged user and must read the bodies (else every answer is a 403)
+# One TLS 1.3 suite policy for every proxy: clawd's default list, the server's order wins.
+# Without it nginx and HAProxy follow the client (wrk offers AES-256-GCM first) and clawd picks AES-128-GCM.
+SUITES=${TLS_BENCH_SUITES:-TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256}
 
 cleanup() {
 	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -61,6 +66,7 @@ listeners:
     tls:
       certificates:
         - { cert: $W/cert.pem, key: $W/key.pem }
+      ciphersuites: $SUITES
 upstreams:
   - name: be
     keepalive: 64
@@ -75,6 +81,7 @@ http { access_log off; keepalive_requests 1000000;
   upstream be { server 127.0.0.1:$BE; keepalive 64; }
   server { listen 127.0.0.1:${PORT[nginx]} ssl; ssl_certificate $W/cert.pem; ssl_certificate_key $W/key.pem;
     ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache shared:S:10m;
+    ssl_prefer_server_ciphers on; ssl_conf_command Ciphersuites $SUITES;
     location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
 EOF
 cat "$W/cert.pem" "$W/key.pem" >"$W/both.pem"
@@ -82,6 +89,7 @@ cat >"$W/haproxy.cfg" <<EOF
 global
   nbthread 1
   ssl-default-bind-options ssl-min-ver TLSv1.2
+  ssl-default-bind-ciphersuites $SUITES
 defaults
   mode http
   timeout connect 5s
@@ -145,6 +153,9 @@ handshakes() {
 	t1=$(proxy_ticks "${PROXY_PID[$1]}")
 	echo "$((total / DUR)) $(( total ? (t1 - t0) * 1000000 / hz / total : 0 ))"
 }
+
+# Sourced by bench/tls_cpu.sh for the setup above (configs, backend, start, proxy_ticks) only.
+if [ "${TLS_BENCH_LIB:-0}" = 1 ]; then return 0; fi
 
 printf "%-8s %14s %14s %16s %14s\n" proxy "128B req/s" "1MiB req/s" "handshakes/s" "µs CPU/hs"
 for p in $PROXIES; do

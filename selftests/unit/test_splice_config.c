@@ -41,19 +41,27 @@ static const struct err_case err_cases[] = {
 	  "t.yaml:13: splice.pin_dir: expected an absolute path" },
 	{ "max_connections zero", BASE "splice:\n  max_connections: 0\nroutes:\n  - upstream: api\n",
 	  "t.yaml:13: splice.max_connections: must be between 1 and 32768, got 0" },
+	/* Kernel TLS and the SOCKHASH exclude each other (selftests/bpf/test_ktls_splice.c). */
+	{ "splice only behind a TLS listener",
+	  "listeners:\n  - name: web\n    address: 127.0.0.1:8443\n    tls:\n      certificates:\n"
+	  "        - {cert: /nonexistent/c.pem, key: /nonexistent/k.pem}\n"
+	  "upstreams:\n  - name: api\n    servers:\n      - 127.0.0.1:9001\n"
+	  "routes:\n  - upstream: api\n    mode: splice\n",
+	  "t.yaml:12: routes[0].mode: splice needs a plain listener: a TLS-terminated connection cannot be spliced "
+	  "(kernel TLS and the SOCKHASH exclude each other: sk_psock_init() refuses a socket with the TLS ULP" },
 	{ "bad mode", BASE "routes:\n  - upstream: api\n    mode: udp\n",
 	  "t.yaml:14: routes[0].mode: expected http, splice or tcp, got \"udp\"" },
 	{ "tcp without listeners", BASE "routes:\n  - upstream: api\n    mode: tcp\n",
 	  "t.yaml:14: routes[0].mode: a tcp route must name its listeners" },
 	{ "tcp with match", BASE "routes:\n  - upstream: api\n    listeners: [pg]\n    match: {path: /x}\n    mode: tcp\n",
-	  "t.yaml:15: routes[0].match: a tcp route matches by listener only" },
+	  "t.yaml:15: routes[0].match.path: a tcp route matches by listener and match.sni only" },
 	{ "splice with auth", BASE "routes:\n  - upstream: api\n    auth: api_key\n    mode: splice\n",
 	  "t.yaml:15: routes[0].mode: splice mode cannot be combined with auth" },
 	{ "tcp with respond", BASE "routes:\n  - respond: {status: 200}\n    listeners: [pg]\n    mode: tcp\n",
 	  "t.yaml:15: routes[0].mode: tcp mode needs an upstream, not respond" },
 	{ "two tcp routes on one listener",
 	  BASE "routes:\n  - upstream: api\n    listeners: [pg]\n    mode: tcp\n  - upstream: api\n    listeners: [pg]\n    mode: tcp\n",
-	  "t.yaml:16: routes[1].listeners: listener \"pg\" already carries tcp route \"route1\"" },
+	  "t.yaml:16: routes[1].listeners: listener \"pg\" already has default tcp route \"route1\"" },
 	{ "http route on a tcp listener",
 	  BASE "routes:\n  - upstream: api\n    listeners: [pg]\n    mode: tcp\n  - upstream: api\n    listeners: [web, pg]\n",
 	  "t.yaml:16: routes[1].listeners: listener \"pg\" is pure L4 (tcp route \"route1\")" },
@@ -82,8 +90,8 @@ static void defaults(void)
 		  cfg->splice.sndbuf == 4u << 20 && cfg->splice.idle_ms == 300000 &&
 		  cfg->splice.max_connections == SPLICE_MAX_SOCKS / 2 &&
 		  !strcmp(cfg->splice.pin_dir, SPLICE_DEFAULT_PIN_DIR) &&
-		  cfg->routes[0].mode == CFG_MODE_HTTP && cfg->listeners[0].tcp_route == -1 &&
-		  cfg->listeners[1].tcp_route == -1;
+		  cfg->routes[0].mode == CFG_MODE_HTTP && cfg->listeners[0].ntcp_routes == 0 &&
+		  cfg->listeners[1].ntcp_routes == 0;
 	config_free(cfg);
 	ASSERT_TRUE(ok);
 }
@@ -104,7 +112,9 @@ static void every_field(void)
 		  cfg->splice.sndbuf == 0 && cfg->splice.idle_ms == 120000 &&
 		  cfg->splice.max_connections == 100 && !strcmp(cfg->splice.pin_dir, "/sys/fs/bpf/x") &&
 		  cfg->routes[0].mode == CFG_MODE_SPLICE && cfg->routes[1].mode == CFG_MODE_TCP &&
-		  cfg->listeners[0].tcp_route == -1 && cfg->listeners[1].tcp_route == 1;
+		  cfg->listeners[0].ntcp_routes == 0 && cfg->listeners[1].ntcp_routes == 1 &&
+		  cfg->listeners[1].tcp_routes[0] == 1 && cfg->listeners[1].tcp_default == 1 &&
+		  !cfg->listeners[1].sni_peek;
 	config_free(cfg);
 	ASSERT_TRUE(ok);
 }
@@ -119,7 +129,7 @@ static void implicit_listeners_coexist(void)
 
 	if (rc)
 		TEST_FAIL_("load: %s", err);
-	bool ok = cfg->listeners[1].tcp_route == 1 && cfg->listeners[0].tcp_route == -1;
+	bool ok = cfg->listeners[1].tcp_default == 1 && cfg->listeners[0].ntcp_routes == 0;
 	config_free(cfg);
 	ASSERT_TRUE(ok);
 }
