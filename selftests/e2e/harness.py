@@ -802,11 +802,7 @@ class Clawd:
         self.dir = make_tmpdir()
         self.config = config
         if isinstance(config, dict):
-            config = dict(config)
-            config.setdefault("access_log", os.path.join(self.dir, "access.log"))
-            config.setdefault("workers", 1)
-            # A private control socket: several clawds (and test runs) share this host.
-            config.setdefault("control", {"socket": os.path.join(self.dir, "ctl.sock")})
+            config = self._with_defaults(config)
             self.listen_ports = [int(l["address"].rsplit(":", 1)[1]) for l in config["listeners"]]
             text = to_yaml(config) + "\n"
             drain = config.get("drain_timeout")
@@ -827,6 +823,21 @@ class Clawd:
         self.stopped = False
         self.stderr_path = os.path.join(self.dir, "stderr")
         self.stdout_path = os.path.join(self.dir, "stdout")
+
+    def _with_defaults(self, config):
+        config = dict(config)
+        config.setdefault("access_log", os.path.join(self.dir, "access.log"))
+        config.setdefault("workers", 1)
+        # A private control socket: several clawds (and test runs) share this host.
+        config.setdefault("control", {"socket": os.path.join(self.dir, "ctl.sock")})
+        return config
+
+    def rewrite(self, config):
+        """Replaces the config file atomically (reload tests) with the defaults the first
+        one got, so sections the test did not change compare equal."""
+        with open(self.path + ".tmp", "w") as f:
+            f.write(to_yaml(self._with_defaults(config)) + "\n")
+        os.rename(self.path + ".tmp", self.path)
 
     def start(self):
         self.err_f = open(self.stderr_path, "wb")

@@ -55,16 +55,6 @@ def config(state_dir, *backends, workers=2, **upstream):
     return c
 
 
-def rewrite(cd, cfg):
-    """Writes cfg as Clawd rendered the first one (same defaults), so unchanged sections match."""
-    cfg = dict(cfg)
-    cfg.setdefault("access_log", os.path.join(cd.dir, "access.log"))
-    cfg.setdefault("control", {"socket": os.path.join(cd.dir, "ctl.sock")})
-    with open(cd.path + ".tmp", "w") as f:
-        f.write(to_yaml(cfg) + "\n")
-    os.rename(cd.path + ".tmp", cd.path)
-
-
 def who(r):
     eq(r.status, 200, "status of a proxied GET")
     return r.header("X-Backend")
@@ -200,12 +190,12 @@ def _():
             # Another section changes: the pool is the same, the runtime changes stay.
             cfg2 = dict(cfg, routes=[{"name": "default", "upstream": "pool"},
                                      {"name": "x", "match": {"path": "/x"}, "upstream": "pool"}])
-            rewrite(cd, cfg2)
+            cd.rewrite(cfg2)
             ctl(cd, "reload")
             eq(sorted(servers(cd)), sorted([a.addr, c.addr]), "after a reload not touching the pool")
             # The pool changes in the file: the file wins.
             cfg3 = dict(cfg2, upstreams=[{"name": "pool", "servers": [a.addr, b.addr, d.addr]}])
-            rewrite(cd, cfg3)
+            cd.rewrite(cfg3)
             out = ctl(cd, "reload")[1]
             check("pools rebuilt" in out, out)
             eq(sorted(servers(cd)), sorted([a.addr, b.addr, d.addr]), "after the pool changed")
@@ -233,7 +223,7 @@ def _():
                 wait_for(lambda: servers(cd)[b.addr]["check_ok"] is True, 3, what="first check")
                 before = servers(cd)[b.addr]["check_successes"]
                 cfg2 = dict(cfg, upstreams=[dict(cfg["upstreams"][0], servers=[a.addr, b.addr, c.addr])])
-                rewrite(cd, cfg2)
+                cd.rewrite(cfg2)
                 check("pools rebuilt" in ctl(cd, "reload")[1], "reload rebuilt the pools")
                 # History carried by address; the server the reload added is checked too.
                 check(servers(cd)[b.addr]["check_successes"] >= before, "b's streak kept")

@@ -425,17 +425,6 @@ def _():
             subprocess.run(base + ["kill-server"], capture_output=True, timeout=10)
 
 
-def rewrite(cd, cfg):
-    """Writes cfg the way Clawd rendered the first one (same defaults), so fixed sections match."""
-    cfg = dict(cfg)
-    cfg.setdefault("access_log", os.path.join(cd.dir, "access.log"))
-    cfg.setdefault("workers", 1)
-    cfg.setdefault("control", {"socket": os.path.join(cd.dir, "ctl.sock")})
-    with open(cd.path + ".tmp", "w") as f:
-        f.write(harness.to_yaml(cfg) + "\n")
-    os.rename(cd.path + ".tmp", cd.path)
-
-
 def reload_ok(cd):
     rc, out, err = clawctl("--socket", os.path.join(cd.dir, "ctl.sock"), "reload")
     check(rc == 0 and "reloaded" in out, "clawctl reload: rc %d: %s%s" % (rc, out, err))
@@ -470,7 +459,7 @@ def _():
             # The new route goes first (indexes shift: api is route 1 now) and to another pool.
             cfg["routes"] = [{"name": "v2", "match": {"path_prefix": "/v2/"}, "upstream": "extra"}] + cfg["routes"]
             cfg["listeners"].append({"name": "alt", "address": "127.0.0.1:%d" % free_port()})
-            rewrite(cd, cfg)
+            cd.rewrite(cfg)
             reload_ok(cd)
             alt = int(cfg["listeners"][1]["address"].rsplit(":", 1)[1])
             for i in range(25):
@@ -507,14 +496,14 @@ def _():
             # Removing api: its series stop being exported; added back, it carries on from 35.
             saved = cfg["routes"]
             cfg["routes"] = saved[:1]
-            rewrite(cd, cfg)
+            cd.rewrite(cfg)
             reload_ok(cd)
             mid = scrape(cd)
             promtool_check(mid)
             check('route="api"' not in mid, "a removed route is no longer exported")
             eq(sample(mid, "openclaw_requests_total", **v2), 25, "v2 kept")
             cfg["routes"] = saved
-            rewrite(cd, cfg)
+            cd.rewrite(cfg)
             reload_ok(cd)
             eq(get(cd.port, "/api/c").status, 200, "api back")
             last = scrape(cd)
@@ -565,7 +554,7 @@ def _():
                   "splice line: %r" % out)
             # A reload moves the load time and keeps the counts.
             time.sleep(1.1)
-            rewrite(cd, cfg)
+            cd.rewrite(cfg)
             reload_ok(cd)
             j2 = json.loads(clawctl("--socket", sock, "--json", "status")[1])
             check(j2["config_loaded_unix"] > j["config_loaded_unix"], "load time moved on reload: %r -> %r"

@@ -23,17 +23,6 @@ def ctl(cd, *args):
     return p.returncode, p.stdout.decode("utf-8", "replace")
 
 
-def rewrite(cd, cfg):
-    """Writes cfg the way Clawd rendered the first one (same defaults), so unchanged sections match."""
-    cfg = dict(cfg)
-    cfg.setdefault("access_log", os.path.join(cd.dir, "access.log"))
-    cfg.setdefault("workers", 1)
-    cfg.setdefault("control", {"socket": os.path.join(cd.dir, "ctl.sock")})
-    with open(cd.path + ".tmp", "w") as f:
-        f.write(to_yaml(cfg) + "\n")
-    os.rename(cd.path + ".tmp", cd.path)
-
-
 def reload_ok(cd):
     rc, out = ctl(cd, "reload")
     check(rc == 0 and "reloaded" in out, "clawctl reload: rc %d: %s" % (rc, out))
@@ -61,12 +50,12 @@ def _():
             eq(get(cd.port, "/a").status, 200, "route a")
             eq(get(cd.port, "/b").status, 404, "route b before the reload")
             cfg["routes"] = [{"name": "b", "match": {"path_prefix": "/b"}, "upstream": "pool"}]
-            rewrite(cd, cfg)
+            cd.rewrite(cfg)
             reload_ok(cd)
             eq(get(cd.port, "/b").status, 200, "route b after the reload")
             eq(get(cd.port, "/a").status, 404, "route a removed by the reload")
             cfg["routes"].append({"name": "a", "match": {"path_prefix": "/a"}, "upstream": "pool"})
-            rewrite(cd, cfg)
+            cd.rewrite(cfg)
             cd.signal(signal.SIGHUP)
             wait_for(lambda: get(cd.port, "/a").status == 200, 5, what="route a back after SIGHUP")
             rc, out = ctl(cd, "--json", "status")
@@ -83,7 +72,7 @@ def _():
         with Clawd(cfg) as cd:
             eq(backend_of(get(cd.port, "/")), "one", "before")
             cfg["upstreams"][0]["servers"] = [b2.addr]
-            rewrite(cd, cfg)
+            cd.rewrite(cfg)
             out = reload_ok(cd)
             check("pools rebuilt" in out, "reply says the pools were rebuilt: " + out)
             for _ in range(5):
@@ -98,7 +87,7 @@ def _():
             rc, out = ctl(cd, "backends", "drain", "pool", b1.addr)
             eq(rc, 0, "drain: " + out)
             cfg["upstreams"][0]["servers"] = [b1.addr, b2.addr, b3.addr]
-            rewrite(cd, cfg)
+            cd.rewrite(cfg)
             out = reload_ok(cd)
             check("pools rebuilt" in out, "pools rebuilt: " + out)
             seen = {backend_of(get(cd.port, "/")) for _ in range(12)}
@@ -124,7 +113,7 @@ def _():
             eq(get(cd.port, "/a").status, 200, "old config still serves")
             # A section set up once at start-up is refused by name.
             cfg2 = dict(cfg, drain_timeout="3s", pid_file=os.path.join(cd.dir, "clawd.pid"))
-            rewrite(cd, cfg2)
+            cd.rewrite(cfg2)
             rc, out = ctl(cd, "reload")
             check(rc == 1 and "pid_file section changed" in out, "pid_file change refused: " + out)
             rc, out = ctl(cd, "--json", "status")
@@ -148,7 +137,7 @@ def _():
                 c.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
                 eq(c.response().status, 200, "before")
                 cfg["listeners"] = [keep, new]
-                rewrite(cd, cfg)
+                cd.rewrite(cfg)
                 out = reload_ok(cd)
                 check("1 listeners opened, 1 closed" in out, "reply: " + out)
                 c.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -174,7 +163,7 @@ def _():
             try:
                 cfg["listeners"] = [keep, new, {"name": "busy",
                                                 "address": "127.0.0.1:%d" % blocker.getsockname()[1]}]
-                rewrite(cd, cfg)
+                cd.rewrite(cfg)
                 rc, out = ctl(cd, "reload")
                 check(rc == 1 and "listener busy" in out, "bind error refused: " + out)
                 eq(get(nport, "/a").status, 200, "new listener still serves")
@@ -198,7 +187,7 @@ def _():
             th.start()
             time.sleep(0.2)
             cfg["routes"] = [{"name": "b", "match": {"path_prefix": "/b"}, "upstream": "pool"}]
-            rewrite(cd, cfg)
+            cd.rewrite(cfg)
             reload_ok(cd)
             th.join(15)
             check("e" not in res, "slow request failed: %r" % res.get("e"))
@@ -246,7 +235,7 @@ def _():
                     # Alternate the server set and a route so pools and routes are rebuilt.
                     cfg["upstreams"][0]["servers"] = [b1.addr] if i % 2 else [b1.addr, b2.addr]
                     cfg["routes"] = [{"name": "all%d" % (i % 3), "upstream": "pool"}]
-                    rewrite(cd, cfg)
+                    cd.rewrite(cfg)
                     if i % 5 == 4:
                         cd.signal(signal.SIGHUP)
                         time.sleep(0.2)

@@ -29,17 +29,6 @@ def ctl(cd, *args):
     return sh([CLAWCTL, "--socket", os.path.join(cd.dir, "ctl.sock")] + list(args))
 
 
-def rewrite(cd, cfg):
-    """Writes cfg the way Clawd rendered the first one (same defaults), so unchanged sections match."""
-    cfg = dict(cfg)
-    cfg.setdefault("access_log", os.path.join(cd.dir, "access.log"))
-    cfg.setdefault("workers", 1)
-    cfg.setdefault("control", {"socket": os.path.join(cd.dir, "ctl.sock")})
-    with open(cd.path + ".tmp", "w") as f:
-        f.write(to_yaml(cfg) + "\n")
-    os.rename(cd.path + ".tmp", cd.path)
-
-
 def reload_ok(cd):
     rc, out = ctl(cd, "reload")
     check(rc == 0 and "reloaded" in out, "clawctl reload: rc %d: %s" % (rc, out))
@@ -188,7 +177,7 @@ def _():
                 # A key that does not belong to the certificate (another leaf's).
                 other = pki.leaf("other", ["o.test"])
                 cfg["listeners"][0]["tls"]["certificates"][0]["key"] = other[1]
-                rewrite(cd, cfg)
+                cd.rewrite(cfg)
                 reload_refused(cd, other[1], "listeners[0].tls.certificates[0].key")
                 # A key file that is not PEM at all.
                 junk = os.path.join(pki.dir, "junk.key")
@@ -196,7 +185,7 @@ def _():
                     f.write("not a key\n")
                 os.chmod(junk, 0o600)
                 cfg["listeners"][0]["tls"]["certificates"][0]["key"] = junk
-                rewrite(cd, cfg)
+                cd.rewrite(cfg)
                 reload_refused(cd, junk)
                 conn, status, _ = tls_get(ctx, cd.port, "a.test")
                 eq(status, 200, "still serving")
@@ -226,7 +215,7 @@ def _():
                 sess = conn.session
                 conn.close()
                 cfg["listeners"].append(tls_listener("two", p2, b))
-                rewrite(cd, cfg)
+                cd.rewrite(cfg)
                 out = reload_ok(cd)
                 check("1 listeners opened" in out, out)
                 conn, status, _ = tls_get(ctx, p2, "b.test")
@@ -241,14 +230,14 @@ def _():
                 eq(sorted(names), ["one", "two"], "tls status follows the reload")
                 # Listener one turns plain; two goes away.
                 cfg["listeners"] = [{"name": "one", "address": "127.0.0.1:%d" % p1}]
-                rewrite(cd, cfg)
+                cd.rewrite(cfg)
                 reload_ok(cd)
                 eq(get(p1, "/x").status, 200, "listener one now speaks plain HTTP")
                 wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", p2)) != 0, 5,
                          what="listener two closed")
                 # And back to TLS on the same socket.
                 cfg["listeners"] = [tls_listener("one", p1, b)]
-                rewrite(cd, cfg)
+                cd.rewrite(cfg)
                 reload_ok(cd)
                 conn, status, _ = tls_get(ctx, p1, "b.test")
                 eq((status, serial_of(conn)), (200, b[2]), "listener one speaks TLS again")
@@ -296,7 +285,7 @@ def _():
                             pki.leaf("a", ["a.test"])
                         cfg["routes"][0]["match"]["path_prefix"] = "/" if i % 2 else "/"
                         cfg["routes"][0]["name"] = "all%d" % i
-                        rewrite(cd, cfg)
+                        cd.rewrite(cfg)
                         reload_ok(cd)
                         time.sleep(0.05)
                 finally:
@@ -336,7 +325,7 @@ def _():
                 eq(get(cd.port, "/api/x").status, 200, "no auth before the reload")
                 cfg["tiers"] = [{"name": "free", "rate": "1000/s", "burst": 1000}]
                 api["auth"] = {"type": "api_key", "header": "X-API-Key"}
-                rewrite(cd, cfg)
+                cd.rewrite(cfg)
                 reload_ok(cd)
                 r = get(cd.port, "/api/x")
                 eq(r.status, 401, "no key after the reload")
@@ -350,7 +339,7 @@ def _():
                 # A route added in front (indexes move) and one the scoped key may not call.
                 cfg["routes"].insert(0, {"name": "other", "match": {"path_prefix": "/other/"},
                                          "upstream": "pool", "auth": "api_key"})
-                rewrite(cd, cfg)
+                cd.rewrite(cfg)
                 reload_ok(cd)
                 eq(get(cd.port, "/api/x", headers=[("X-API-Key", scoped)]).status, 200,
                    "scoped key on its route after routes moved")
@@ -359,14 +348,14 @@ def _():
                 eq(get(cd.port, "/other/x", headers=[("X-API-Key", key)]).status, 200, "unscoped key")
                 # The tier's rate tightened by reload applies to existing keys.
                 cfg["tiers"] = [{"name": "free", "rate": "1/m", "burst": 2}]
-                rewrite(cd, cfg)
+                cd.rewrite(cfg)
                 reload_ok(cd)
                 codes = [get(cd.port, "/api/x", headers=[("X-API-Key", key)]).status for _ in range(4)]
                 eq(codes, [200, 200, 429, 429], "the new tier rate applies")
                 # And auth off again.
                 del api["auth"]
                 cfg["routes"] = [api]
-                rewrite(cd, cfg)
+                cd.rewrite(cfg)
                 reload_ok(cd)
                 eq(get(cd.port, "/api/x").status, 200, "auth removed by reload")
     finally:
@@ -391,7 +380,7 @@ def _():
                         eq((r.status, r.header("ratelimit-remaining")), (200, want), name)
                 cfg["routes"] = [{"name": "new", "match": {"path_prefix": "/new/"}, "upstream": "pool"},
                                  route("b", 5), route("a", 3)]
-                rewrite(cd, cfg)
+                cd.rewrite(cfg)
                 reload_ok(cd)
                 r = get(cd.port, "/a/x")
                 eq((r.status, r.header("ratelimit-remaining")), (200, "0"), "a: unchanged limit kept its bucket")
@@ -400,7 +389,7 @@ def _():
                 eq((r.status, r.header("ratelimit-remaining")), (200, "4"), "b: the new burst, a fresh bucket")
                 # A limit added to a route that had none.
                 cfg["routes"][0]["limits"] = [{"key": "ip", "rate": "1/m", "burst": 1}]
-                rewrite(cd, cfg)
+                cd.rewrite(cfg)
                 reload_ok(cd)
                 eq([get(cd.port, "/new/x").status for _ in range(2)], [200, 429], "new limit applies")
                 rc, out = ctl(cd, "--json", "limits", "show", "--ip", "127.0.0.1")

@@ -465,17 +465,6 @@ def _():
         close_all(bes)
 
 
-def rewrite(cd, cfg):
-    """Writes cfg with the same defaults Clawd rendered the first one with."""
-    cfg = dict(cfg)
-    cfg.setdefault("access_log", os.path.join(cd.dir, "access.log"))
-    cfg.setdefault("workers", 1)
-    cfg.setdefault("control", {"socket": os.path.join(cd.dir, "ctl.sock")})
-    with open(cd.path + ".tmp", "w") as f:
-        f.write(to_yaml(cfg) + "\n")
-    os.rename(cd.path + ".tmp", cd.path)
-
-
 @t.test("reload: a new SNI map routes new connections, open ones keep theirs; a bad one is refused")
 def _():
     need_env()
@@ -493,7 +482,7 @@ def _():
             cfg2 = dict(cfg)
             cfg2["routes"] = sni_cfg(bes, [("exact", "c", ["a.test"]), ("wild", "a", ["*.wild.test"]),
                                            ("dflt", "b", None)])["routes"]
-            rewrite(cd, cfg2)
+            cd.rewrite(cfg2)
             rc, out = clawctl(cd, "reload")
             check(rc == 0 and "reloaded" in out, "reload: %d %s" % (rc, out))
             line, der = ask(cd.port, "a.test")
@@ -515,7 +504,7 @@ def _():
             cfg3 = dict(cfg2)
             cfg3["routes"] = sni_cfg(bes, [("exact", "c", ["a.test"]), ("wild", "a", ["*.wild.test", "a.test"]),
                                            ("dflt", "b", None)])["routes"]
-            rewrite(cd, cfg3)
+            cd.rewrite(cfg3)
             rc, out = clawctl(cd, "reload")
             eq(rc, 1, "bad reload exit status")
             check(":" in out and "routes[1].match.sni[1]" in out and "already routed" in out, out)
