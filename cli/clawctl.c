@@ -1489,15 +1489,17 @@ static void splice_list_print(const struct jsonr *j)
 		printf("no spliced connections\n");
 		return;
 	}
-	printf("%-22s %-22s %-10s %-9s %14s %14s %8s %s\n", "CLIENT", "BACKEND", "ROUTE", "PATH",
-	       "TO_BACKEND", "TO_CLIENT", "PAUSES", "AGE");
+	printf("%-22s %-22s %-10s %-24s %-9s %14s %14s %8s %s\n", "CLIENT", "BACKEND", "ROUTE",
+	       "SNI", "PATH", "TO_BACKEND", "TO_CLIENT", "PAUSES", "AGE");
 	for (; c; c = jsonr_next(j, c)) {
 		const char *cl = jsonr_get_str(j, c, "client"), *be = jsonr_get_str(j, c, "backend");
 		const char *rt = jsonr_get_str(j, c, "route"), *pa = jsonr_get_str(j, c, "path");
+		const char *sni = jsonr_get_str(j, c, "sni");
 
 		format_duration((uint64_t)jsonr_get_int(j, c, "age_ms", 0) / 1000, age, sizeof(age));
-		printf("%-22s %-22s %-10s %-9s %14lld %14lld %8lld %s\n", cl ? cl : "?", be ? be : "?",
-		       rt ? rt : "?", pa ? pa : "?", (long long)jsonr_get_int(j, c, "bytes_to_backend", 0),
+		printf("%-22s %-22s %-10s %-24s %-9s %14lld %14lld %8lld %s\n", cl ? cl : "?",
+		       be ? be : "?", rt ? rt : "?", sni && *sni ? sni : "-", pa ? pa : "?",
+		       (long long)jsonr_get_int(j, c, "bytes_to_backend", 0),
 		       (long long)jsonr_get_int(j, c, "bytes_to_client", 0),
 		       (long long)jsonr_get_int(j, c, "pauses", 0), age);
 	}
