@@ -40,7 +40,10 @@
 
 #define RELAY_BUF (64 * 1024)   /* userspace relay buffer per direction */
 #define FAST_MS 2               /* re-check period while a direction drains or relays */
-#define SLOW_MS 50              /* re-check period otherwise (pauses, idle timeout) */
+#define SLOW_MS 50              /* re-check period otherwise (pauses, idle timeout), on a shared grid */
+#define IDLE_MAX_MS 400         /* longest re-check period, for a connection where nothing moves */
+/* include/net/tcp_states.h (netinet/tcp.h would clash with linux/tcp.h) */
+#define SPLICE_TCP_ESTABLISHED 1
 
 /* SIO_PEEK and SIO_PEEK_TIMER: tcp mode, waiting for the ClientHello (side 0 only). */
 enum sio_kind { SIO_POLL, SIO_SEND, SIO_RECV, SIO_TIMER, SIO_CONNECT, SIO_PEEK, SIO_PEEK_TIMER, SIO_N };
@@ -83,6 +86,7 @@ struct splice_conn {
 	int pending;
 	struct splice_dir d[2];
 	uint64_t start_ns, start_real_ns, last_ms, last_total;
+	unsigned period_ms;   /* next re-check period when nothing is busy: SLOW_MS, doubled while idle */
 	unsigned listener;
 	int route, pool, server;
 	uint64_t first_in, first_out;
@@ -422,16 +426,41 @@ static void arm_poll(struct splice_conn *c, int side)
 	sq_poll(c, side, mask);
 }
 
+/*
+ * Periods of SLOW_MS and more end on a grid of SLOW_MS in CLOCK_MONOTONIC
+ * (0.5 to 1.5 periods from now), so the checks of all of a worker's spliced
+ * connections come due together and cost the worker at most one wake-up per
+ * SLOW_MS, not one per connection. A longer period (an idle connection)
+ * starts at one of its period / SLOW_MS slots, chosen per connection, so
+ * the idle ones do not all come due in the same wake-up.
+ */
 static void arm_timer(struct splice_conn *c, unsigned ms)
 {
 	struct io_uring_sqe *sqe;
+	unsigned flags = 0;
 
 	if (c->timer_armed || c->closing)
 		return;
-	c->ts.tv_sec = ms / 1000;
-	c->ts.tv_nsec = (long)(ms % 1000) * 1000000;
+	if (ms >= SLOW_MS) {
+		struct timespec now;
+		uint64_t t, p = (uint64_t)ms * 1000000, at, phase;
+		uint64_t spread = c->cookie[0] ^ ((uintptr_t)c >> 6);
+
+		phase = spread % (ms / SLOW_MS) * SLOW_MS * 1000000ull;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		t = (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec;
+		at = (t - phase) / p * p + p + phase; /* the next grid point of this slot after t */
+		if (at - t < p / 2)
+			at += p;
+		c->ts.tv_sec = (long long)(at / 1000000000ull);
+		c->ts.tv_nsec = (long long)(at % 1000000000ull);
+		flags = IORING_TIMEOUT_ABS;
+	} else {
+		c->ts.tv_sec = ms / 1000;
+		c->ts.tv_nsec = (long)(ms % 1000) * 1000000;
+	}
 	sqe = worker_sqe(c->w);
-	io_uring_prep_timeout(sqe, &c->ts, 0, 0);
+	io_uring_prep_timeout(sqe, &c->ts, 0, flags);
 	io_uring_sqe_set_data64(sqe, op_data(&c->io[0][SIO_TIMER], OP_SPLICE));
 	c->timer_armed = true;
 	c->pending++;
@@ -518,16 +547,22 @@ static void log_conn(struct splice_conn *c, uint64_t in, uint64_t out)
 	alog_write(c->w->alog, &e);
 }
 
-/* Bytes carried each way since the hand-off: kernel counters plus clawd's relay. */
-static void conn_bytes(struct splice *sp, struct splice_conn *c, uint64_t *c2b, uint64_t *b2c)
+/*
+ * Bytes carried each way since the hand-off: kernel counters plus clawd's
+ * relay. s[i], when not NULL, is side i's entry already read by the caller.
+ */
+static void conn_bytes(struct splice *sp, struct splice_conn *c, const struct splice_sock *s[2],
+		       uint64_t *c2b, uint64_t *b2c)
 {
 	uint64_t v[2] = { c->d[0].user, c->d[1].user };
 
 	for (int i = 0; i < 2 && sp && c->kernel; i++) {
-		struct splice_sock s;
+		struct splice_sock e;
 
-		if (read_sock(sp, c->cookie[i], &s) == 0)
-			v[i] = s.redirected + s.passed;
+		if (s && s[i])
+			v[i] = s[i]->redirected + s[i]->passed;
+		else if (read_sock(sp, c->cookie[i], &e) == 0)
+			v[i] = e.redirected + e.passed;
 	}
 	*c2b = v[0];
 	*b2c = v[1];
@@ -544,7 +579,7 @@ static void conn_close(struct splice_conn *c, bool reset, const char *why)
 	c->closing = true;
 	if (why && !c->error)
 		c->error = why;
-	conn_bytes(sp, c, &c2b, &b2c);
+	conn_bytes(sp, c, NULL, &c2b, &b2c);
 	for (int i = 0; i < 2 && sp; i++) {
 		if (c->in_map[i]) {
 			bpf_map_delete_elem(sp->hash_fd, &c->cookie[i]);
@@ -648,9 +683,10 @@ static void dir_shut(struct splice_conn *c, int i)
 /*
  * Kernel mode: moves bytes the program left on socket i (budget, or the
  * insertion window) to !i once everything redirected before them has been
- * written, then passes a FIN on. Returns true while work remains.
+ * written, then passes a FIN on. Returns true while work remains. pre, when
+ * not NULL, is side i's entry just read by the caller.
  */
-static bool dir_progress(struct splice *sp, struct splice_conn *c, int i)
+static bool dir_progress(struct splice *sp, struct splice_conn *c, int i, const struct splice_sock *pre)
 {
 	struct splice_dir *d = &c->d[i];
 	struct splice_sock s;
@@ -659,7 +695,9 @@ static bool dir_progress(struct splice *sp, struct splice_conn *c, int i)
 
 	if (d->shut || d->send_busy || c->closing)
 		return d->send_busy;
-	if (read_sock(sp, c->cookie[i], &s))
+	if (pre)
+		s = *pre;
+	else if (read_sock(sp, c->cookie[i], &s))
 		return false;
 	if (s.passed == d->user && !d->eof)
 		return false;
@@ -696,19 +734,28 @@ static bool dir_progress(struct splice *sp, struct splice_conn *c, int i)
 	return false;
 }
 
+/*
+ * The periodic check: a broken entry, paused bytes to move, the idle timeout.
+ * One map read per side serves all three. A connection where nothing moves
+ * is checked less and less often (up to IDLE_MAX_MS, back to SLOW_MS near
+ * its idle deadline and as soon as a byte moves).
+ */
 static void conn_check(struct splice_conn *c)
 {
 	struct splice *sp = sp_get();
 	const struct config *cfg = conn_snap(c)->cfg;
-	uint64_t c2b, b2c;
+	struct splice_sock s[2];
+	const struct splice_sock *have[2] = { NULL, NULL };
+	uint64_t c2b, b2c, quiet;
+	unsigned next;
 	bool busy = false;
 
 	if (c->closing)
 		return;
 	for (int i = 0; i < 2 && c->kernel && sp; i++) {
-		struct splice_sock s;
-
-		if (read_sock(sp, c->cookie[i], &s) == 0 && s.state == SPLICE_BROKEN) {
+		if (read_sock(sp, c->cookie[i], &s[i]) == 0)
+			have[i] = &s[i];
+		if (have[i] && s[i].state == SPLICE_BROKEN) {
 			char addr[NET_ADDR_STRLEN + 8];
 
 			/* The program dropped an skb rather than deliver bytes twice. */
@@ -721,20 +768,29 @@ static void conn_check(struct splice_conn *c)
 	}
 	if (c->kernel && sp)
 		for (int i = 0; i < 2 && !c->closing; i++)
-			busy |= dir_progress(sp, c, i);
+			busy |= dir_progress(sp, c, i, have[i]);
 	if (c->closing)
 		return;
-	conn_bytes(sp, c, &c2b, &b2c);
+	conn_bytes(sp, c, have, &c2b, &b2c);
+	quiet = c->w->now_ms - c->last_ms;
 	if (c2b + b2c != c->last_total) {
 		c->last_total = c2b + b2c;
 		c->last_ms = c->w->now_ms;
-	} else if (cfg->splice.idle_ms && c->w->now_ms - c->last_ms >= cfg->splice.idle_ms) {
+		c->period_ms = SLOW_MS;
+		quiet = 0;
+	} else if (cfg->splice.idle_ms && quiet >= cfg->splice.idle_ms) {
 		if (sp)
 			atomic_fetch_add(&sp->idle_closed, 1);
 		conn_close(c, false, "splice idle timeout");
 		return;
+	} else if (!busy && c->period_ms < IDLE_MAX_MS) {
+		c->period_ms = c->period_ms * 2 < IDLE_MAX_MS ? c->period_ms * 2 : IDLE_MAX_MS;
 	}
-	arm_timer(c, busy ? FAST_MS : SLOW_MS);
+	next = c->period_ms;
+	/* The timer may end up to 1.5 periods away: near the deadline, fine steps again. */
+	if (cfg->splice.idle_ms && cfg->splice.idle_ms - quiet < (uint64_t)next * 2)
+		next = SLOW_MS;
+	arm_timer(c, busy ? FAST_MS : next);
 }
 
 /* A hang-up or error on one side. */
@@ -764,7 +820,7 @@ static void on_poll(struct splice_conn *c, int i, int res)
 		struct splice *sp = sp_get();
 
 		if (sp)
-			dir_progress(sp, c, i);
+			dir_progress(sp, c, i, NULL);
 	}
 	if (c->closing)
 		return;
@@ -798,7 +854,7 @@ static void on_send(struct splice_conn *c, int i, int res)
 		atomic_fetch_add(&sp->relayed_bytes, d->len);
 		/* Only now may the program redirect again: these bytes are in !i's queue. */
 		bpf_map_update_elem(sp->delivered_fd, &c->cookie[i], &d->user, BPF_ANY);
-		dir_progress(sp, c, i);
+		dir_progress(sp, c, i, NULL);
 		return;
 	}
 	relay_recv(c, i);
@@ -975,6 +1031,7 @@ static struct splice_conn *conn_new(struct worker *w, int cfd, int ufd)
 	c->start_ns = w->now_ns;
 	c->start_real_ns = now_realtime_ns();
 	c->last_ms = w->now_ms;
+	c->period_ms = SLOW_MS;
 	c->route = c->pool = c->server = -1;
 	return c;
 }
@@ -987,6 +1044,22 @@ static void conn_list_add(struct splice *sp, struct splice_conn *c)
 	dlist_add_tail(&sp->conns, &c->node);
 	sp->nconns++;
 	pthread_mutex_unlock(&sp->lock);
+}
+
+/*
+ * Whether side i's peer has already closed or reset (the socket left
+ * ESTABLISHED). The SOCKHASH takes only established sockets, so inserting
+ * such a socket fails; that is an ordinary close (a port check, a client
+ * that sent its last bytes and left), not a fallback.
+ */
+static bool side_closed(const struct splice_conn *c, int i)
+{
+	struct tcp_info ti;
+	socklen_t len = sizeof(ti);
+
+	memset(&ti, 0, sizeof(ti));
+	return c->fd[i] >= 0 && getsockopt(c->fd[i], IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 &&
+	       ti.tcpi_state != SPLICE_TCP_ESTABLISHED;
 }
 
 /* Kernel mode from now on; returns -errno when the sockets cannot be inserted. */
@@ -1112,6 +1185,17 @@ int splice_handoff(struct worker *w, int cfd, int ufd, const char *extra, size_t
 	rc = start_kernel(sp, c);
 	if (rc == 0)
 		return 0;
+	if (rc != -EPIPE && side_closed(c, 0)) {
+		/* The client left right after the exchange: HTTP sees its close as usual. */
+		if ((extra_len || early_len) && !required) {
+			c->connected = true;
+			conn_list_add(sp, c);
+			start_user(c); /* bytes went past the exchange: a byte stream to the end */
+			return 0;
+		}
+		conn_free(c);
+		return extra_len || early_len ? -EIO : -EAGAIN;
+	}
 	atomic_fetch_add(&sp->insert_fails, 1);
 	log_warn("splice: route %s: inserting the sockets: %s (%s)", w->snap->cfg->routes[o->route].name,
 		 strerror(-rc),
@@ -1166,6 +1250,21 @@ static void tcp_connected(struct splice_conn *c, int res)
 	rc = start_kernel(sp, c);
 	if (rc == 0)
 		return;
+	if (rc != -EPIPE && (side_closed(c, 0) || side_closed(c, 1))) {
+		/*
+		 * An ordinary close (a port check connects and closes at once):
+		 * not a fallback. Bytes sent before the FIN still reach the other
+		 * side and the close is passed on, through the relay; with
+		 * required, which never relays, the connection just closes.
+		 */
+		if (required) {
+			conn_close(c, false, "closed before the hand-off");
+			return;
+		}
+		conn_list_add(sp, c);
+		start_user(c);
+		return;
+	}
 	atomic_fetch_add(&sp->insert_fails, 1);
 	if (rc == -EPIPE) {
 		log_warn("splice: route %s: inserting the sockets failed after the verdict ran on the backend; connection reset",
@@ -1564,7 +1663,7 @@ static int cmd_list(void *ctx, const struct control_req *req, struct jsonw *w, c
 			uint64_t c2b, b2c;
 			struct splice_sock s;
 
-			conn_bytes(sp, c, &c2b, &b2c);
+			conn_bytes(sp, c, NULL, &c2b, &b2c);
 			jsonw_obj_begin(w);
 			net_addr_format((struct sockaddr *)&c->peer, addr, sizeof(addr));
 			jsonw_str(w, "client", addr);

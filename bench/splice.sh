@@ -14,9 +14,16 @@
 # of its processes) and the machine's busy CPU seconds per GB from /proc/stat
 # (user+nice+system+irq+softirq+steal: kworkers and softirq included; wrk and
 # the backend too, the same for every contender). Root is needed for the
-# kernel contenders (bpffs). Knobs: BENCH_DURATION (s, default 5),
-# BENCH_CONNS (32), BENCH_CONTENDERS, BENCH_WORKLOADS, BENCH_PORT (18580),
-# BENCH_SNDBUF (splice.sndbuf, default 4m), BENCH_OUT.
+# kernel contenders (bpffs). Also per run: context switches per request,
+# machine-wide and of kworker threads (the redirect path's backlog work runs
+# there), and, when sysctl kernel.bpf_stats_enabled=1, the verdict program's
+# ns per run, and the proxy's own wake-ups per second. Knobs: BENCH_DURATION (s, default 5), BENCH_CONNS (32),
+# BENCH_CONTENDERS, BENCH_WORKLOADS, BENCH_PORT (18580), BENCH_SNDBUF
+# (splice.sndbuf, default 4m), BENCH_OUT, BENCH_REPEAT (1: rounds of all
+# contenders, interleaved, to tell a gap from noise), BENCH_PERF (a
+# directory: `perf record -a -g` of each run goes there as W-C-R.data),
+# CLAWD_BASE (a second clawd binary: contenders named KIND@base, e.g.
+# splice@base, run it, for a before/after in one run).
 set -euo pipefail
 
 BUILD=${BUILD:-build}
@@ -30,17 +37,22 @@ WORKLOADS=${BENCH_WORKLOADS:-big small}
 PORT_BASE=${BENCH_PORT:-18580}
 SNDBUF=${BENCH_SNDBUF:-4m}
 OUTDIR=${BENCH_OUT:-$ROOT/bench/results}
+REPEAT=${BENCH_REPEAT:-1}
+PERFDIR=${BENCH_PERF:-}
 
 die() { echo "bench/splice: $*" >&2; exit 1; }
-[[ $DURATION =~ ^[0-9]+$ && $CONNS =~ ^[0-9]+$ && $PORT_BASE =~ ^[0-9]+$ ]] || die "numeric settings expected"
+[[ $DURATION =~ ^[0-9]+$ && $CONNS =~ ^[0-9]+$ && $PORT_BASE =~ ^[0-9]+$ && $REPEAT =~ ^[1-9][0-9]*$ ]] ||
+	die "numeric settings expected"
+[ -z "$PERFDIR" ] || command -v perf >/dev/null || die "perf not found (BENCH_PERF)"
+
 for tool in wrk nginx haproxy curl; do command -v $tool >/dev/null || die "$tool not found (make deps)"; done
 [ -x "$CLAWD" ] || die "$CLAWD not found: make BUILD=$BUILD all"
 [ "$(id -u)" = 0 ] || die "needs root (the splice program and bpffs)"
 NGX_STREAM=/usr/lib/nginx/modules/ngx_stream_module.so
 
-declare -A PORT=([backend]=$PORT_BASE [splice]=$((PORT_BASE + 1)) [tcp]=$((PORT_BASE + 2))
-	[relay]=$((PORT_BASE + 3)) [http]=$((PORT_BASE + 4)) [nginx]=$((PORT_BASE + 5))
-	[haproxy]=$((PORT_BASE + 6)))
+declare -A PORT=([backend]=$PORT_BASE)
+n=1
+for c in $CONTENDERS; do PORT[$c]=$((PORT_BASE + n)); n=$((n + 1)); done
 declare -A PID=()
 STARTED=()
 TMP=$(mktemp -d /tmp/openclaw-bench-splice.XXXXXX)
@@ -83,6 +95,31 @@ cpu_ticks() { local t=0 p s; for p in "$1" $(descendants "$1"); do
 	t=$((t + f[11] + f[12])); done; echo $t; }
 machine_ticks() { local c u n s i io irq si st r; read -r c u n s i io irq si st r </proc/stat; echo $((u + n + s + irq + si + st)); }
 HZ=$(getconf CLK_TCK)
+ctxt() { awk '$1 == "ctxt" { print $2 }' /proc/stat; }
+# Context switches of the proxy's threads (pid $1 and its descendants) so far: its wake-ups.
+proxy_cs() { local p; for p in "$1" $(descendants "$1"); do cat /proc/"$p"/task/*/status 2>/dev/null; done |
+	awk '/ctxt_switches/ { s += $2 } END { print s + 0 }'; }
+# Context switches of kworker threads so far (voluntary + not): each is one run of queued work ending.
+kworker_cs() { local d comm n=0 v
+	for d in /proc/[0-9]*; do
+		read -r comm 2>/dev/null <"$d/comm" || continue
+		[[ $comm == kworker* ]] || continue
+		v=$(awk '/ctxt_switches/ { s += $2 } END { print s + 0 }' "$d/status" 2>/dev/null) || continue
+		n=$((n + v))
+	done; echo $n; }
+# "run_time_ns run_cnt" summed over every splice_verdict program (0 0 without bpf_stats): only the
+# contender being measured runs its program, so the difference over a run is that contender's.
+verdict_stats() { bpftool -j prog show 2>/dev/null | python3 -c '
+import json, sys
+t = c = 0
+try:
+    progs = json.load(sys.stdin)
+except ValueError:
+    progs = []
+for p in progs:
+    if p.get("name") == "splice_verdict":
+        t += p.get("run_time_ns", 0); c += p.get("run_cnt", 0)
+print(t, c)'; }
 
 for p in "${PORT[@]}"; do ! ss -Htln "sport = :$p" | grep -q . || die "127.0.0.1:$p in use (BENCH_PORT)"; done
 
@@ -108,6 +145,7 @@ wait_ready backend
 
 # ---- contenders -----------------------------------------------------------------------------
 clawd_cfg() { # name mode enabled
+	local pins=${1//@/-}
 	cat <<CONF
 workers: 1
 access_log: off
@@ -117,7 +155,7 @@ control:
 splice:
   enabled: $3
   sndbuf: $SNDBUF
-  pin_dir: $PINS/$1
+  pin_dir: $PINS/$pins
 listeners:
   - name: web
     address: 127.0.0.1:${PORT[$1]}
@@ -136,10 +174,13 @@ CONF
 }
 for c in $CONTENDERS; do
 	case $c in
-	splice) clawd_cfg splice splice auto >"$TMP/splice.yaml" ;;
-	tcp) clawd_cfg tcp tcp auto >"$TMP/tcp.yaml" ;;
-	relay) clawd_cfg relay tcp off >"$TMP/relay.yaml" ;;
-	http) clawd_cfg http http off >"$TMP/http.yaml" ;;
+	*@base) [ -x "${CLAWD_BASE:-}" ] || die "$c needs CLAWD_BASE (a clawd binary)" ;;
+	esac
+	case ${c%@base} in
+	splice) clawd_cfg "$c" splice auto >"$TMP/$c.yaml" ;;
+	tcp) clawd_cfg "$c" tcp auto >"$TMP/$c.yaml" ;;
+	relay) clawd_cfg "$c" tcp off >"$TMP/$c.yaml" ;;
+	http) clawd_cfg "$c" http off >"$TMP/$c.yaml" ;;
 	nginx)
 		[ -r $NGX_STREAM ] || die "nginx stream module missing ($NGX_STREAM): apt-get install libnginx-mod-stream"
 		cat >"$TMP/nginx/nginx.conf" <<CONF
@@ -170,6 +211,7 @@ CONF
 done
 for c in $CONTENDERS; do
 	case $c in
+	*@base) spawn "$c" "$CLAWD_BASE" -c "$TMP/$c.yaml" --log-level warn ;;
 	splice | tcp | relay | http) spawn $c "$CLAWD" -c "$TMP/$c.yaml" --log-level warn ;;
 	nginx) spawn nginx nginx -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$TMP/nginx/nginx.conf" ;;
 	haproxy) spawn haproxy haproxy -db -f "$TMP/haproxy.cfg" ;;
@@ -184,33 +226,56 @@ OUT=$OUTDIR/splice-$(date -u +%Y%m%dT%H%M%SZ).md
 	echo "# bench/splice.sh — $(date -u +%FT%TZ), $(nproc) CPUs, kernel $(uname -r)"
 	echo
 	echo "wrk -t1 -c$CONNS -d${DURATION}s keep-alive; splice.sndbuf $SNDBUF; CPU s/GB = CPU seconds per GB of response bytes."
+	echo "cs/req: the machine's context switches per request (/proc/stat ctxt); kworker cs/req: those of kworker threads;"
+	echo "verdict ns/run: the verdict program's run_time_ns / run_cnt (sysctl kernel.bpf_stats_enabled=1, else -);"
+	echo "proxy wake-ups/s: the proxy's own context switches per second.${CLAWD_BASE:+ KIND@base: $CLAWD_BASE.}"
 	echo
-	echo "| workload | contender | req/s | MB/s | p99 ms | proxy CPU s/GB | system CPU s/GB |"
-	echo "|---|---|---:|---:|---:|---:|---:|"
+	[ "$REPEAT" = 1 ] || echo "$REPEAT rounds, contenders interleaved within each round."
+	[ "$REPEAT" = 1 ] || echo
+	echo "| workload | contender | req/s | MB/s | p99 ms | proxy CPU s/GB | system CPU s/GB | cs/req | kworker cs/req | verdict ns/run | proxy wake-ups/s |"
+	echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 } >"$OUT"
+[ -z "$PERFDIR" ] || mkdir -p "$PERFDIR"
 for w in $WORKLOADS; do
-	for c in $CONTENDERS; do
-		# A short warm-up: pooled connections, splice hand-offs, page cache.
-		wrk -t1 -c"$CONNS" -d1s "http://127.0.0.1:${PORT[$c]}/$w" >/dev/null 2>&1 || true
-		p0=$(cpu_ticks "${PID[$c]}"); m0=$(machine_ticks)
-		line=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$ROOT/bench/wrk_report.lua" \
-			"http://127.0.0.1:${PORT[$c]}/$w" 2>&1 | grep '^BENCHJSON' | cut -d' ' -f2- || true)
-		p1=$(cpu_ticks "${PID[$c]}"); m1=$(machine_ticks)
-		[ -n "$line" ] || { echo "bench/splice: $c/$w: wrk produced no result" >&2; continue; }
-		python3 - "$w" "$c" "$line" $((p1 - p0)) $((m1 - m0)) "$HZ" <<'PY' | tee -a "$OUT"
+	for r in $(seq "$REPEAT"); do
+		for c in $CONTENDERS; do
+			# A short warm-up: pooled connections, splice hand-offs, page cache.
+			wrk -t1 -c"$CONNS" -d1s "http://127.0.0.1:${PORT[$c]}/$w" >/dev/null 2>&1 || true
+			perf_pid=
+			if [ -n "$PERFDIR" ]; then
+				perf record -q -a -g -o "$PERFDIR/$w-$c-$r.data" -- sleep $((DURATION > 2 ? DURATION - 1 : 1)) \
+					>/dev/null 2>&1 & perf_pid=$!
+			fi
+			read -r v0 n0 < <(verdict_stats)
+			k0=$(kworker_cs); x0=$(ctxt); w0=$(proxy_cs "${PID[$c]}")
+			p0=$(cpu_ticks "${PID[$c]}"); m0=$(machine_ticks)
+			line=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$ROOT/bench/wrk_report.lua" \
+				"http://127.0.0.1:${PORT[$c]}/$w" 2>&1 | grep '^BENCHJSON' | cut -d' ' -f2- || true)
+			p1=$(cpu_ticks "${PID[$c]}"); m1=$(machine_ticks)
+			w1=$(proxy_cs "${PID[$c]}"); x1=$(ctxt); k1=$(kworker_cs)
+			read -r v1 n1 < <(verdict_stats)
+			[ -z "$perf_pid" ] || wait "$perf_pid" || true
+			[ -n "$line" ] || { echo "bench/splice: $c/$w: wrk produced no result" >&2; continue; }
+			python3 - "$w" "$c" "$line" $((p1 - p0)) $((m1 - m0)) "$HZ" $((x1 - x0)) $((k1 - k0)) \
+				$((v1 - v0)) $((n1 - n0)) $((w1 - w0)) <<'PY' | tee -a "$OUT"
 import json, sys
 w, c, line, pt, mt, hz = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+cs, kcs, vns, vcnt, pcs = (int(x) for x in sys.argv[7:12])
 secs = line["duration_us"] / 1e6
 gb = line["bytes"] / 1e9
+req = line["requests"]
 errs = ", ".join("%s %d" % (k[4:], line[k]) for k in sorted(line) if k.startswith("err_") and line[k])
-print("| %s | %s | %.0f | %.1f | %.2f | %.3f | %.2f |%s" % (
-    w, c, line["requests"] / secs, line["bytes"] / secs / 1e6, line["lat_p99_us"] / 1000,
-    pt / hz / gb if gb else 0, mt / hz / gb if gb else 0, " errors: " + errs if errs else ""))
+print("| %s | %s | %.0f | %.1f | %.2f | %.3f | %.2f | %.2f | %.2f | %s | %.0f |%s" % (
+    w, c, req / secs, line["bytes"] / secs / 1e6, line["lat_p99_us"] / 1000,
+    pt / hz / gb if gb else 0, mt / hz / gb if gb else 0, cs / req if req else 0,
+    kcs / req if req else 0, "%.0f" % (vns / vcnt) if vcnt else "-", pcs / secs,
+    " errors: " + errs if errs else ""))
 PY
+		done
 	done
 done
-for c in splice tcp; do
-	[ -S "$TMP/$c.sock" ] || continue
+for c in $CONTENDERS; do
+	[[ ${c%@base} == splice || ${c%@base} == tcp ]] && [ -S "$TMP/$c.sock" ] || continue
 	echo >>"$OUT"
 	echo "$c: splice.stats $(python3 -c "
 import json, socket, sys

@@ -170,15 +170,47 @@ static __always_inline int trim_judged(struct __sk_buff *skb, struct splice_sock
 	return skb->len;
 }
 
+/*
+ * Whether len more bytes may be redirected towards the peer within the budget.
+ * Fast: while nothing was ever passed (no delivered bytes to account) and
+ * the room left by the last exact check covers len, no lookup at all. Else
+ * exact: the peer's snd_una through the SOCKHASH (a refcounted lookup), which
+ * also refreshes the room. *inflight gets the peer's in-flight bytes after
+ * the redirect (an upper bound on the fast path).
+ */
+static __always_inline int budget_ok(struct splice_sock *s, __u64 delivered, __u32 len,
+				     __u32 *inflight)
+{
+	struct bpf_sock *peer;
+	__u32 now;
+
+	if (s->una_set && !s->passed && len <= s->room) {
+		s->room -= len;
+		*inflight = (__u32)s->budget - s->room;
+		return 1;
+	}
+	peer = bpf_map_lookup_elem(&splice_socks, &s->peer);
+	if (!peer)
+		return -1;
+	now = peer_inflight(s, delivered, peer);
+	bpf_sk_release(peer);
+	if ((__u64)now + len > s->budget) {
+		s->room = 0;
+		return 0;
+	}
+	*inflight = now + len;
+	s->room = (__u32)(s->budget - *inflight);
+	return 1;
+}
+
 SEC("sk_skb/stream_verdict")
 int splice_verdict(struct __sk_buff *skb)
 {
 	__u64 cookie = bpf_get_socket_cookie(skb);
 	struct splice_sock *s;
-	struct bpf_sock *peer;
 	__u32 len = skb->len;
-	__u64 delivered, *dv;
-	__u32 inflight;
+	__u64 delivered = 0, *dv;
+	__u32 inflight = 0;
 	int ret;
 
 	/* A zero-length skb carries the FIN: redirected it would set EPIPE on the
@@ -209,19 +241,19 @@ int splice_verdict(struct __sk_buff *skb)
 	len = (__u32)ret;
 	/* Redirect only when clawd has moved every byte ever left on this socket
 	 * (paused, or passed while the peer was not in the map yet): a byte
-	 * redirected now would overtake them. */
-	dv = bpf_map_lookup_elem(&splice_delivered, &cookie);
-	delivered = dv ? *dv : 0;
-	if (delivered != s->passed)
-		goto pass;
-	peer = bpf_map_lookup_elem(&splice_socks, &s->peer);
-	if (!peer) {
+	 * redirected now would overtake them. Nothing passed: nothing delivered. */
+	if (s->passed) {
+		dv = bpf_map_lookup_elem(&splice_delivered, &cookie);
+		delivered = dv ? *dv : 0;
+		if (delivered != s->passed)
+			goto pass;
+	}
+	ret = budget_ok(s, delivered, len, &inflight);
+	if (ret < 0) {
 		count(SPLICE_C_REDIRECT_FAIL, 1);
 		goto pass;
 	}
-	inflight = peer_inflight(s, delivered, peer);
-	bpf_sk_release(peer);
-	if ((__u64)inflight + len > s->budget) {
+	if (!ret) {
 		/* Over budget: the bytes stay on this socket, charged to its receive
 		 * buffer, so TCP's window closes towards the sender. */
 		if (s->state != SPLICE_PAUSED) {
@@ -236,8 +268,8 @@ int splice_verdict(struct __sk_buff *skb)
 	}
 	s->state = SPLICE_RUN;
 	s->redirected += len;
-	if (inflight + len > s->inflight_max)
-		s->inflight_max = inflight + len;
+	if (inflight > s->inflight_max)
+		s->inflight_max = inflight;
 	count(SPLICE_C_REDIRECT_PKTS, 1);
 	count(SPLICE_C_REDIRECT_BYTES, len);
 	return SK_PASS;

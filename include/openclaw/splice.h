@@ -49,12 +49,22 @@ struct splice_sock {
 	__u32 inflight_max; /* largest in-flight value seen at a redirect, bytes */
 	__u32 seq_set;      /* next_seq is valid */
 	__u32 next_seq;     /* TCP sequence number just past the last payload byte the program judged */
-	__u32 pad;
+	__u32 room;         /* bytes that may still be redirected without reading the peer again (see below) */
 	__u64 dup_bytes;    /* already-judged bytes at the head of a later skb, trimmed off (see docs/splice.md) */
 };
 
+/*
+ * room: at each exact budget check (the peer's snd_una read through the
+ * SOCKHASH) the program stores budget - in-flight - the skb's length. The
+ * peer's in-flight bytes only grow by what is written towards it, so while
+ * nothing was ever passed (clawd writes nothing), an skb of len <= room may be
+ * redirected with room -= len and no peer lookup: in-flight stays <= budget.
+ * Refreshed whenever an skb does not fit; unused once bytes were passed.
+ */
+
 /* Bytes of `passed` that clawd has read and written to the peer: value of
- * splice_delivered, keyed by the same cookie, written only by clawd. */
+ * splice_delivered, keyed by the same cookie, written only by clawd. The
+ * program looks it up only when `passed` is not 0 (until then it is 0). */
 
 /* Global counters (splice_stats, per-CPU array index). */
 enum splice_counter {

@@ -220,6 +220,62 @@ static void redirects_both_ways(void)
 	ASSERT_EQ((int64_t)s.next_seq, nxt);
 }
 
+/* Waits (bounded) until everything written on fd has been acknowledged. */
+static bool all_acked(int fd)
+{
+	for (int i = 0; i < 200; i++) {
+		int outq = -1;
+
+		if (ioctl(fd, SIOCOUTQ, &outq) == 0 && outq == 0)
+			return true;
+		usleep(10000);
+	}
+	return false;
+}
+
+/*
+ * Small messages well under the budget take the fast path: the room left by
+ * the first exact check shrinks by each message, with no peer lookup (an
+ * exact check would find the earlier messages acknowledged and leave more
+ * room). A message larger than the room triggers an exact check, which
+ * finds everything acknowledged and redirects it: no pause.
+ */
+static void budget_room_fast_path(void)
+{
+	struct fx f;
+	char msg[300], buf[300];
+	struct splice_sock s3, s4;
+	bool read_ok = true, acked;
+
+	need_root();
+	if (test__cur_skipped)
+		return;
+	if (fx_open(&f, 1000, 0)) {
+		fx_close(&f);
+		TEST_FAIL_("fixture: %s", strerror(errno));
+	}
+	memset(msg, 'r', sizeof(msg));
+	for (int i = 0; i < 3; i++) {
+		read_ok &= send(f.c, msg, sizeof(msg), 0) == (ssize_t)sizeof(msg);
+		read_ok &= read_n(f.b, buf, sizeof(buf)) == sizeof(buf);
+	}
+	bpf_map_lookup_elem(f.conns, &f.k0, &s3);
+	acked = all_acked(f.p1);
+	read_ok &= send(f.c, msg, sizeof(msg), 0) == (ssize_t)sizeof(msg);
+	read_ok &= read_n(f.b, buf, sizeof(buf)) == sizeof(buf);
+	bpf_map_lookup_elem(f.conns, &f.k0, &s4);
+	fx_close(&f);
+	ASSERT_TRUE(read_ok);
+	ASSERT_TRUE(acked);
+	ASSERT_EQ(s3.redirected, 900);
+	ASSERT_EQ(s3.room, 100);         /* 1000 - 3 x 300: two messages on the fast path */
+	ASSERT_EQ(s3.inflight_max, 900); /* an upper bound on the fast path, never above budget */
+	ASSERT_EQ(s4.redirected, 1200);
+	ASSERT_EQ(s4.room, 700);         /* exact check: 0 in flight, 1000 - 300 */
+	ASSERT_EQ(s4.pauses, 0);
+	ASSERT_EQ(s4.passed, 0);
+}
+
 static void fin_is_dropped_not_redirected(void)
 {
 	struct fx f;
@@ -482,6 +538,7 @@ int main(void)
 	RUN(fin_is_dropped_not_redirected);
 	RUN(socket_without_entry_passes);
 	RUN(budget_pauses_and_resumes_in_order);
+	RUN(budget_room_fast_path);
 	RUN(partly_read_skb_is_trimmed);
 	return test_done();
 }

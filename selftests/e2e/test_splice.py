@@ -826,6 +826,41 @@ def _():
         check(not os.path.exists(d + "/splice_socks"), "pins removed at stop")
 
 
+@t.test("port check: a client that connects and closes at once is an ordinary close, not a fallback; "
+        "bytes sent before its FIN still go through")
+def _():
+    need_bpf()
+    with RawBackend("echo") as be, Clawd(splice_cfg(be.addr, "tcp")) as cd:
+        wait_for(lambda: ctl(cd, "splice.list")["connections"] == [], what="probe gone")
+        st0 = ctl(cd, "splice.stats")
+        # Connect and close: the FIN is there before clawd's backend connect
+        # completes, so the client socket is no longer ESTABLISHED when clawd
+        # inserts it and the SOCKHASH refuses it.
+        for _i in range(20):
+            socket.create_connection(("127.0.0.1", cd.port)).close()
+        # Send, then FIN at once: the echo must still come back, then EOF.
+        for i in range(5):
+            s = socket.create_connection(("127.0.0.1", cd.port))
+            s.settimeout(5)
+            msg = b"ping-%d" % i
+            s.sendall(msg)
+            s.shutdown(socket.SHUT_WR)
+            got = b""
+            while True:
+                d = s.recv(64)
+                if not d:
+                    break
+                got += d
+            s.close()
+            eq(got, msg, "echo of a half-closed connection %d" % i)
+        wait_for(lambda: ctl(cd, "splice.list")["connections"] == [], what="all closed")
+        st = ctl(cd, "splice.stats")
+        eq(st["fallbacks"] - st0["fallbacks"], 0, "fallbacks")
+        eq(st["insert_failures"] - st0["insert_failures"], 0, "insert failures")
+        check("could not be inserted" not in cd.stderr(), "no fallback warning: %s" % cd.stderr()[-400:])
+        check("inserting the sockets" not in cd.stderr(), "no insert warning")
+
+
 @t.test("config: splice mode with auth, and a tcp route without listeners, are refused")
 def _():
     base = simple_config("127.0.0.1:1")
