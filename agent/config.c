@@ -1182,14 +1182,14 @@ static int readable_file(struct cfg_ctx *c, const yaml_node_t *n, const char *ke
 	return 0;
 }
 
-/* tls: {enabled, ca, sni, verify, cert, key, min_version, alpn, session_reuse}; the client context is built here. */
+/* tls: {enabled, ca, sni, verify, cert, key, min_version, alpn, session_reuse, ktls}; the client context is built here. */
 static int parse_upstream_tls(struct cfg_ctx *c, const yaml_node_t *n, const char *path,
 			      struct cfg_upstream *u)
 {
-	enum { UT_ENABLED, UT_CA, UT_SNI, UT_VERIFY, UT_CERT, UT_KEY, UT_MIN, UT_ALPN, UT_REUSE, UT_N };
+	enum { UT_ENABLED, UT_CA, UT_SNI, UT_VERIFY, UT_CERT, UT_KEY, UT_MIN, UT_ALPN, UT_REUSE, UT_KTLS, UT_N };
 	static const char *const keys[UT_N] = { "enabled", "ca",          "sni",  "verify",
 						"cert",    "key",         "min_version", "alpn",
-						"session_reuse" };
+						"session_reuse", "ktls" };
 	char kp[CFG_KEY_MAX], why[512];
 	yaml_node_t *v[UT_N], *kn[UT_N];
 	struct cfg_upstream_tls *t;
@@ -1280,6 +1280,16 @@ static int parse_upstream_tls(struct cfg_ctx *c, const yaml_node_t *n, const cha
 	if (v[UT_REUSE] &&
 	    get_bool(c, v[UT_REUSE], key_join(kp, path, "session_reuse"), &t->session_reuse))
 		return -EINVAL;
+	if (v[UT_KTLS]) {
+		if (get_str(c, v[UT_KTLS], key_join(kp, path, "ktls"), &s))
+			return -EINVAL;
+		if (!strcmp(s, "auto"))
+			t->ktls = CFG_KTLS_AUTO;
+		else if (!strcmp(s, "off"))
+			t->ktls = CFG_KTLS_OFF;
+		else
+			return cfg_fail(c, v[UT_KTLS], kp, "expected auto or off, got \"%s\"", s);
+	}
 	if (tls_client_ctx_new(t, u->name, &t->ctx, &bad, why, sizeof(why))) {
 		i = bad == TLSC_KEY_CA ? UT_CA : bad == TLSC_KEY_CERT ? UT_CERT : bad == TLSC_KEY_KEY ? UT_KEY : -1;
 		if (i < 0)

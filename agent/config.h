@@ -137,6 +137,7 @@ struct cfg_upstream_tls {
 	int min_version;     /* 0x0303 (TLS 1.2, default) or 0x0304 (TLS 1.3) */
 	bool alpn;           /* offer "http/1.1" by ALPN (default on) */
 	bool session_reuse;  /* resume sessions, cached per server per worker (default on) */
+	enum cfg_ktls ktls;  /* auto: the kernel takes the record layer after the handshake when it can (default) */
 	char *where;         /* "FILE:LINE: upstreams[i].tls", for messages */
 	struct tls_client_ctx *ctx; /* OpenSSL client context built at load; owned and freed by tls_client.c */
 };

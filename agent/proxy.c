@@ -173,6 +173,7 @@ struct upconn {
 	bool tls_ready_nop;      /* the armed recv is that no-op */
 	bool tls_sending;        /* a ciphertext send is in flight */
 	bool tls_wfail;          /* encrypting the state machine's send failed: its no-op reports it */
+	bool tls_ktx, tls_krx;   /* the kernel seals what is sent / opens what is read (kTLS) */
 } __attribute__((aligned(16)));
 
 static void client_close(struct client *c);
@@ -290,8 +291,12 @@ static void up_sendmsg(struct upconn *u)
 	struct io_uring_sqe *sqe;
 
 	if (u->tls) {
-		up_tls_send_plain(u);
-		return;
+		if (tls_up_ktls_pending(u->tls) && !u->tls_sending)
+			u->tls_ktx = tls_up_ktls_try(u->tls, u->fd, TLS_UP_KTLS_TX) & TLS_UP_KTLS_TX;
+		if (!u->tls_ktx) {
+			up_tls_send_plain(u);
+			return;
+		}
 	}
 	sqe = worker_sqe(u->w);
 	if (!u->iov[1].iov_len) {
@@ -591,16 +596,12 @@ static void up_tls_flush(struct upconn *u)
 static void up_tls_send_plain(struct upconn *u)
 {
 	struct io_uring_sqe *sqe;
-	uint32_t total = 0;
 
-	for (int i = 0; i < 2 && !u->tls_wfail; i++) {
-		if (!u->iov[i].iov_len)
-			continue;
-		if (tls_up_write(u->tls, u->iov[i].iov_base, u->iov[i].iov_len))
-			u->tls_wfail = true;
-		total += (uint32_t)u->iov[i].iov_len;
-	}
-	u->tls_plain = total;
+	/* A request head and its first body bytes share one record. */
+	if (tls_up_write2(u->tls, u->iov[0].iov_base, u->iov[0].iov_len, u->iov[1].iov_base,
+			  u->iov[1].iov_len))
+		u->tls_wfail = true;
+	u->tls_plain = (uint32_t)(u->iov[0].iov_len + u->iov[1].iov_len);
 	u->send_busy = true;
 	if (!u->tls_wfail)
 		up_tls_flush(u);
@@ -634,6 +635,25 @@ static void up_tls_arm_recv(struct upconn *u)
 			u->pending++;
 			return;
 		}
+	}
+	if (tls_up_ktls_pending(u->tls) && !u->tls_sending) {
+		/* No read is in flight; a send may be (then only RX may go). */
+		int m = tls_up_ktls_try(u->tls, u->fd,
+					u->send_busy ? TLS_UP_KTLS_RX : TLS_UP_KTLS_TX | TLS_UP_KTLS_RX);
+
+		u->tls_ktx = m & TLS_UP_KTLS_TX;
+		u->tls_krx = m & TLS_UP_KTLS_RX;
+	}
+	if (u->tls_krx) {
+		sqe = worker_sqe(u->w);
+		io_uring_prep_recvmsg(sqe, u->fd,
+				      tls_up_ktls_rxmsg(u->tls, u->buf + u->len, UP_BUF_SIZE - u->len), 0);
+		if (!u->head_parsed)
+			sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
+		io_uring_sqe_set_data64(sqe, op_data(u, OP_UP_RECV));
+		u->recv_armed = true;
+		u->pending++;
+		return;
 	}
 	p = tls_up_in_space(u->tls, &len);
 	sqe = worker_sqe(u->w);
@@ -678,6 +698,20 @@ static void up_tls_step(struct upconn *u)
 		on_up_connect(u, -EPROTO); /* logged with the reason by tls_client.c */
 		return;
 	}
+	if (r == 1 && tls_up_ktls_pending(u->tls)) {
+		const char *p;
+		size_t n;
+
+		/* The last flight (the client Finished, tens of bytes) goes out now on a fresh socket,
+		 * so the kernel can take the sending side before the request. */
+		while (!u->tls_sending && (n = tls_up_out_next(u->tls, &p))) {
+			ssize_t k = send(u->fd, p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+
+			if (k <= 0)
+				break;
+			tls_up_out_sent(u->tls, (size_t)k);
+		}
+	}
 	up_tls_flush(u);
 	if (r == TLS_UP_WANT) {
 		arm_up_recv(u);
@@ -716,6 +750,17 @@ static bool up_tls_recv_done(struct upconn *u, int *res)
 		arm_up_recv(u);
 		return false;
 	}
+	if (u->tls_krx) {
+		int r = tls_up_ktls_rxresult(u->tls, u->buf + u->len, *res);
+
+		if (r == TLS_UP_WANT) {
+			/* A session ticket under kTLS, skipped: read on, idle or not. */
+			arm_up_recv(u);
+			return false;
+		}
+		*res = r == -EPROTO ? -ECONNRESET : r;
+		return true;
+	}
 	if (!tls_up_ready(u->tls)) {
 		if (*res <= 0)
 			up_tls_hs_fail(u, *res);
@@ -743,6 +788,8 @@ static bool up_tls_recv_done(struct upconn *u, int *res)
 static bool up_tls_sent(struct upconn *u, int *res)
 {
 	if (!u->tls_sending) {
+		if (u->tls_ktx)
+			return true; /* a plaintext send the kernel sealed */
 		/* The no-op of up_tls_send_plain. */
 		*res = u->tls_wfail ? -EPROTO : (int)u->tls_plain;
 		u->tls_wfail = false;

@@ -26,6 +26,7 @@
 
 #include "config.h"
 #include "control.h"
+#include "ktls.h"
 #include "log.h"
 #include "metrics.h"
 #include "tls.h"
@@ -53,14 +54,6 @@ static const char default_ciphers[] =
 static const char default_suites[] =
 	"TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
 
-/* Counts TLS records in a byte stream (headers only), for the record sequence numbers kTLS needs. */
-struct rec_count {
-	uint64_t records;   /* records whose header has been seen */
-	uint64_t since_ccs; /* records after the last change_cipher_spec (TLS 1.2 sequence) */
-	uint32_t body_left; /* bytes of the current record still to come */
-	uint8_t hdr[5];
-	uint8_t hdr_len;
-};
 
 /* One certificate as loaded, for SNI, OCSP and "tls status". */
 struct tls_cert {
@@ -129,6 +122,7 @@ struct tls_core {
 	pthread_rwlock_t tk_lock;                 /* the ticket key ring */
 	struct ticket_key tk[2];                  /* [0] current, [1] previous */
 	time_t tk_rotate_at;
+	EVP_CIPHER *tk_cipher;                    /* AES-256-CBC for tickets, fetched once (no name lookup per ticket) */
 	EVP_KDF *hkdf, *prf;
 	struct tls_lslot *slots;                  /* every listener name seen, never freed before stop */
 	uint64_t reloads;                         /* certificate sets loaded after the first */
@@ -170,7 +164,7 @@ struct tls_conn {
 	unsigned listener;
 	SSL *ssl;
 	struct tls_io io;          /* ciphertext in and out */
-	struct rec_count rd, wr;
+	struct ktls_rec rd, wr;    /* records either way, for the kernel's sequence numbers */
 	uint64_t rd_base;          /* TLS 1.3: records read before the application keys */
 	uint64_t wr_base;          /* TLS 1.3: records written before the application keys */
 	uint64_t wr_call;          /* records written before the current handshake call */
@@ -195,45 +189,13 @@ static void stat_add(_Atomic uint64_t *c)
 	atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
 }
 
-/* ---- record counting ---------------------------------------------------------- */
-
-static void rec_feed(struct rec_count *rc, const uint8_t *p, size_t n)
-{
-	while (n) {
-		if (rc->body_left) {
-			size_t k = n < rc->body_left ? n : rc->body_left;
-
-			p += k;
-			n -= k;
-			rc->body_left -= (uint32_t)k;
-			continue;
-		}
-		rc->hdr[rc->hdr_len++] = *p++;
-		n--;
-		if (rc->hdr_len < 5)
-			continue;
-		rc->hdr_len = 0;
-		rc->body_left = (uint32_t)rc->hdr[3] << 8 | rc->hdr[4];
-		rc->records++;
-		if (rc->hdr[0] == REC_CCS)
-			rc->since_ccs = 0;
-		else
-			rc->since_ccs++;
-	}
-}
-
-static bool rec_boundary(const struct rec_count *rc)
-{
-	return !rc->body_left && !rc->hdr_len;
-}
-
 /* Until kTLS is decided, every record either way is counted: the kernel's sequence numbers start there. */
 static void io_tap(struct tls_io *io, bool wrote, const uint8_t *p, size_t n)
 {
 	struct tls_conn *t = (struct tls_conn *)((char *)io - offsetof(struct tls_conn, io));
 
 	if (!t->decided)
-		rec_feed(wrote ? &t->wr : &t->rd, p, n);
+		ktls_rec_feed(wrote ? &t->wr : &t->rd, p, n);
 }
 
 /* ---- callbacks -------------------------------------------------------------------- */
@@ -430,13 +392,14 @@ static int ticket_cb(SSL *s, unsigned char key_name[16], unsigned char *iv, EVP_
 	if (enc) {
 		ticket_current(t->reg->core, &k);
 		memcpy(key_name, k.name, 16);
-		if (RAND_bytes(iv, 16) != 1 || !EVP_EncryptInit_ex(ectx, EVP_aes_256_cbc(), NULL, k.aes, iv))
+		if (RAND_bytes(iv, 16) != 1 ||
+		    !EVP_EncryptInit_ex(ectx, t->reg->core->tk_cipher, NULL, k.aes, iv))
 			goto out;
 	} else {
 		which = ticket_find(t->reg->core, key_name, &k);
 		if (which < 0)
 			return 0; /* unknown or expired key: a full handshake */
-		if (!EVP_DecryptInit_ex(ectx, EVP_aes_256_cbc(), NULL, k.aes, iv))
+		if (!EVP_DecryptInit_ex(ectx, t->reg->core->tk_cipher, NULL, k.aes, iv))
 			goto out;
 	}
 	params[0] = OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, k.hmac, sizeof(k.hmac));
@@ -444,8 +407,13 @@ static int ticket_cb(SSL *s, unsigned char key_name[16], unsigned char *iv, EVP_
 	params[2] = OSSL_PARAM_construct_end();
 	if (!EVP_MAC_CTX_set_params(hctx, params))
 		goto out;
-	/* A ticket under the previous key is accepted and replaced by one under the current key. */
-	rc = enc ? 1 : which == 0 ? 1 : 2;
+	/*
+	 * A ticket under the previous key is accepted and replaced by one under the
+	 * current key. TLS 1.3 clients should use a ticket once (RFC 8446 C.4) and
+	 * get one per full handshake: each resumption hands out a fresh one (as
+	 * OpenSSL does without a callback, so nginx too), or they would run dry.
+	 */
+	rc = enc ? 1 : which == 0 && SSL_version(s) != TLS1_3_VERSION ? 1 : 2;
 out:
 	OPENSSL_cleanse(&k, sizeof(k));
 	return rc;
@@ -609,6 +577,17 @@ static SSL_CTX *ctx_new(struct tls_reg *r, const struct cfg_tls *tc, const char 
 		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
 	}
 	SSL_CTX_set_timeout(ctx, 2 * TICKET_ROTATE_S);
+	/*
+	 * TLS 1.3: one ticket per handshake, not OpenSSL's two. Each costs a session
+	 * encoding (four i2d and a d2i in OpenSSL 3.0), an encryption, an HMAC and a
+	 * record. Our tickets are stateless and accepted more than once, so a client
+	 * opening parallel connections resumes them all with that one, and every
+	 * resumed handshake brings a fresh ticket. Stateful tickets (tickets off)
+	 * need the cache: without it a ticket could never resume, so none is sent.
+	 */
+	SSL_CTX_set_num_tickets(ctx, tc->session_tickets || tc->session_cache ? 1 : 0);
+	/* The chain is exactly what the certificate file holds: no store walk per handshake. */
+	SSL_CTX_set_mode(ctx, SSL_MODE_NO_AUTO_CHAIN);
 	if (tc->session_tickets)
 		SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb);
 	SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
@@ -913,6 +892,7 @@ static void core_free(struct tls_core *c)
 	}
 	EVP_KDF_free(c->hkdf);
 	EVP_KDF_free(c->prf);
+	EVP_CIPHER_free(c->tk_cipher);
 	OPENSSL_cleanse(c->tk, sizeof(c->tk));
 	pthread_rwlock_destroy(&c->tk_lock);
 	pthread_mutex_destroy(&c->lock);
@@ -946,6 +926,12 @@ int tls_start(struct tls_reg **out, const struct config *cfg, char *err, size_t 
 		return -EIO;
 	}
 	c->tk_rotate_at = time(NULL) + TICKET_ROTATE_S;
+	c->tk_cipher = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL);
+	if (!c->tk_cipher) {
+		snprintf(err, errlen, "tls: OpenSSL has no AES-256-CBC for the session tickets");
+		core_free(c);
+		return -ENOPROTOOPT;
+	}
 	if ((rc = view_build(c, cfg, true, out, err, errlen))) {
 		core_free(c);
 		return rc;
@@ -1127,7 +1113,10 @@ int tls_handshake(struct tls_conn *t)
 {
 	int r, e;
 
-	ERR_clear_error();
+	/* SSL_get_error() needs an empty queue; ERR_clear_error() walks all sixteen
+	 * slots even when it is (as it nearly always is: failures clear it). */
+	if (ERR_peek_error())
+		ERR_clear_error();
 	t->wr_call = t->wr.records;
 	r = SSL_do_handshake(t->ssl);
 	if (r == 1) {
@@ -1148,10 +1137,8 @@ int tls_handshake(struct tls_conn *t)
 		return 1;
 	}
 	e = SSL_get_error(t->ssl, r);
-	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-		ERR_clear_error();
+	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
 		return TLS_WANT;
-	}
 	if (log_threshold >= LOG_DEBUG) {
 		char why[256];
 
@@ -1249,169 +1236,16 @@ void tls_close_notify(struct tls_conn *t, int fd)
 
 /* ---- kTLS ------------------------------------------------------------------------- */
 
-union ktls_info {
-	struct tls_crypto_info base;
-	struct tls12_crypto_info_aes_gcm_128 gcm128;
-	struct tls12_crypto_info_aes_gcm_256 gcm256;
-	struct tls12_crypto_info_chacha20_poly1305 chacha;
-};
-
-/* HKDF-Expand-Label(secret, label, "", len) of RFC 8446 7.1. */
-static int hkdf_label(struct tls_reg *r, const EVP_MD *md, const uint8_t *secret, size_t slen,
-		      const char *label, uint8_t *out, size_t olen)
+/* The key installation is shared with upstream TLS (ktls.c); here only what the server knows. */
+static int ktls_install_srv(struct tls_conn *t, int fd)
 {
-	uint8_t info[4 + 6 + 16];
-	size_t ll = strlen(label), n = 0;
-	int mode = EVP_KDF_HKDF_MODE_EXPAND_ONLY, ok;
-	EVP_KDF_CTX *k = EVP_KDF_CTX_new(r->hkdf);
-	OSSL_PARAM p[5];
+	bool v13 = SSL_version(t->ssl) == TLS1_3_VERSION;
+	struct ktls_dir tx = { t->tx_secret, t->tx_len, v13 ? t->wr.records - t->wr_base : t->wr.since_ccs };
+	struct ktls_dir rx = { t->rx_secret, t->rx_len, v13 ? t->rd.records - t->rd_base : t->rd.since_ccs };
 
-	if (!k)
-		return -ENOMEM;
-	info[n++] = (uint8_t)(olen >> 8);
-	info[n++] = (uint8_t)olen;
-	info[n++] = (uint8_t)(6 + ll);
-	memcpy(info + n, "tls13 ", 6);
-	n += 6;
-	memcpy(info + n, label, ll);
-	n += ll;
-	info[n++] = 0;
-	p[0] = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)EVP_MD_get0_name(md), 0);
-	p[1] = OSSL_PARAM_construct_int(OSSL_KDF_PARAM_MODE, &mode);
-	p[2] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)secret, slen);
-	p[3] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, info, n);
-	p[4] = OSSL_PARAM_construct_end();
-	ok = EVP_KDF_derive(k, out, olen, p);
-	EVP_KDF_CTX_free(k);
-	return ok == 1 ? 0 : -EIO;
-}
-
-/* TLS 1.2 key block (RFC 5246 6.3) from the master secret: AEAD, so no MAC keys. */
-static int tls12_key_block(struct tls_reg *r, SSL *ssl, const EVP_MD *md, uint8_t *out, size_t olen)
-{
-	uint8_t ms[SSL_MAX_MASTER_KEY_LENGTH], seed[13 + 2 * SSL3_RANDOM_SIZE];
-	size_t mslen = SSL_SESSION_get_master_key(SSL_get_session(ssl), ms, sizeof(ms));
-	EVP_KDF_CTX *k = EVP_KDF_CTX_new(r->prf);
-	OSSL_PARAM p[4];
-	int ok;
-
-	if (!k || !mslen) {
-		EVP_KDF_CTX_free(k);
+	if (v13 && (!t->tx_len || !t->rx_len))
 		return -EIO;
-	}
-	memcpy(seed, "key expansion", 13);
-	SSL_get_server_random(ssl, seed + 13, SSL3_RANDOM_SIZE);
-	SSL_get_client_random(ssl, seed + 13 + SSL3_RANDOM_SIZE, SSL3_RANDOM_SIZE);
-	p[0] = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)EVP_MD_get0_name(md), 0);
-	p[1] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SECRET, ms, mslen);
-	p[2] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SEED, seed, sizeof(seed));
-	p[3] = OSSL_PARAM_construct_end();
-	ok = EVP_KDF_derive(k, out, olen, p);
-	EVP_KDF_CTX_free(k);
-	OPENSSL_cleanse(ms, sizeof(ms));
-	return ok == 1 ? 0 : -EIO;
-}
-
-/*
- * Fills a kernel crypto_info: key, the 12-byte nonce base split as the kernel
- * wants it (salt = first 4 bytes for GCM; for TLS 1.2 GCM the other 8 are the
- * explicit nonce, started at the sequence number), and the record sequence.
- */
-static socklen_t fill_info(union ktls_info *u, int version, int nid, const uint8_t *key,
-			   const uint8_t *iv, uint64_t seq)
-{
-	uint8_t rs[8];
-
-	for (int i = 0; i < 8; i++)
-		rs[i] = (uint8_t)(seq >> (56 - 8 * i));
-	memset(u, 0, sizeof(*u));
-	u->base.version = version == TLS1_3_VERSION ? TLS_1_3_VERSION : TLS_1_2_VERSION;
-	switch (nid) {
-	case NID_aes_128_gcm:
-		u->base.cipher_type = TLS_CIPHER_AES_GCM_128;
-		memcpy(u->gcm128.key, key, 16);
-		memcpy(u->gcm128.salt, iv, 4);
-		memcpy(u->gcm128.iv, version == TLS1_3_VERSION ? iv + 4 : rs, 8);
-		memcpy(u->gcm128.rec_seq, rs, 8);
-		return sizeof(u->gcm128);
-	case NID_aes_256_gcm:
-		u->base.cipher_type = TLS_CIPHER_AES_GCM_256;
-		memcpy(u->gcm256.key, key, 32);
-		memcpy(u->gcm256.salt, iv, 4);
-		memcpy(u->gcm256.iv, version == TLS1_3_VERSION ? iv + 4 : rs, 8);
-		memcpy(u->gcm256.rec_seq, rs, 8);
-		return sizeof(u->gcm256);
-	default:
-		u->base.cipher_type = TLS_CIPHER_CHACHA20_POLY1305;
-		memcpy(u->chacha.key, key, 32);
-		memcpy(u->chacha.iv, iv, 12);
-		memcpy(u->chacha.rec_seq, rs, 8);
-		return sizeof(u->chacha);
-	}
-}
-
-static int ktls_install(struct tls_conn *t, int fd)
-{
-	const SSL_CIPHER *ciph = SSL_get_current_cipher(t->ssl);
-	int nid = ciph ? SSL_CIPHER_get_cipher_nid(ciph) : NID_undef;
-	int version = SSL_version(t->ssl);
-	const EVP_MD *md = ciph ? SSL_CIPHER_get_handshake_digest(ciph) : NULL;
-	size_t klen, ivlen = version == TLS1_3_VERSION || nid == NID_chacha20_poly1305 ? 12 : 4;
-	uint8_t txk[32], rxk[32], txiv[12], rxiv[12], kb[2 * 32 + 2 * 12];
-	uint64_t txseq, rxseq;
-	union ktls_info tx, rx;
-	socklen_t len;
-	int mask = 0;
-
-	if (nid == NID_aes_128_gcm)
-		klen = 16;
-	else if (nid == NID_aes_256_gcm || nid == NID_chacha20_poly1305)
-		klen = 32;
-	else
-		return -EOPNOTSUPP; /* a cipher the kernel has no record layer for */
-	if (!md)
-		return -EOPNOTSUPP;
-	if (version == TLS1_3_VERSION) {
-		if (!t->tx_len || !t->rx_len ||
-		    hkdf_label(t->reg, md, t->tx_secret, t->tx_len, "key", txk, klen) ||
-		    hkdf_label(t->reg, md, t->tx_secret, t->tx_len, "iv", txiv, 12) ||
-		    hkdf_label(t->reg, md, t->rx_secret, t->rx_len, "key", rxk, klen) ||
-		    hkdf_label(t->reg, md, t->rx_secret, t->rx_len, "iv", rxiv, 12))
-			return -EIO;
-		txseq = t->wr.records - t->wr_base;
-		rxseq = t->rd.records - t->rd_base;
-	} else if (version == TLS1_2_VERSION) {
-		if (tls12_key_block(t->reg, t->ssl, md, kb, 2 * klen + 2 * ivlen))
-			return -EIO;
-		/* client_write_key, server_write_key, client_write_IV, server_write_IV */
-		memcpy(rxk, kb, klen);
-		memcpy(txk, kb + klen, klen);
-		memcpy(rxiv, kb + 2 * klen, ivlen);
-		memcpy(txiv, kb + 2 * klen + ivlen, ivlen);
-		OPENSSL_cleanse(kb, sizeof(kb));
-		txseq = t->wr.since_ccs;
-		rxseq = t->rd.since_ccs;
-	} else {
-		return -EOPNOTSUPP;
-	}
-	if (setsockopt(fd, IPPROTO_TCP, TCP_ULP, "tls", sizeof("tls"))) {
-		mask = -errno;
-		goto out;
-	}
-	len = fill_info(&tx, version, nid, txk, txiv, txseq);
-	if (!setsockopt(fd, SOL_TLS, TLS_TX, &tx, len))
-		mask |= TLS_KTLS_TX;
-	len = fill_info(&rx, version, nid, rxk, rxiv, rxseq);
-	if (!setsockopt(fd, SOL_TLS, TLS_RX, &rx, len))
-		mask |= TLS_KTLS_RX;
-	OPENSSL_cleanse(&tx, sizeof(tx));
-	OPENSSL_cleanse(&rx, sizeof(rx));
-out:
-	OPENSSL_cleanse(txk, sizeof(txk));
-	OPENSSL_cleanse(rxk, sizeof(rxk));
-	OPENSSL_cleanse(txiv, sizeof(txiv));
-	OPENSSL_cleanse(rxiv, sizeof(rxiv));
-	return mask;
+	return ktls_install(fd, t->ssl, true, TLS_KTLS_TX | TLS_KTLS_RX, &tx, &rx);
 }
 
 bool tls_ktls_pending(const struct tls_conn *t)
@@ -1428,10 +1262,10 @@ int tls_ktls_try(struct tls_conn *t, int fd)
 		return t->ktls_mask;
 	/* Only at a record boundary with nothing queued either way: the kernel starts there. */
 	if (!t->hs_done || tls_io_in_pending(&t->io) || SSL_has_pending(t->ssl) ||
-	    !rec_boundary(&t->rd) || !rec_boundary(&t->wr) || tls_io_out_pending(&t->io))
+	    !ktls_rec_boundary(&t->rd) || !ktls_rec_boundary(&t->wr) || tls_io_out_pending(&t->io))
 		return 0;
 	t->decided = true;
-	rc = ktls_install(t, fd);
+	rc = ktls_install_srv(t, fd);
 	OPENSSL_cleanse(t->tx_secret, sizeof(t->tx_secret));
 	OPENSSL_cleanse(t->rx_secret, sizeof(t->rx_secret));
 	if (rc <= 0) {

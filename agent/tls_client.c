@@ -1,5 +1,6 @@
-/* agent/tls_client.c — upstream TLS: OpenSSL 3 client contexts per pool (CA, mutual TLS, SNI, ALPN), a memory-BIO engine per backend connection, session resumption, per-pool counters. */
+/* agent/tls_client.c — upstream TLS: OpenSSL 3 client contexts per pool (CA, mutual TLS, SNI, ALPN), a memory-BIO engine per backend connection, session resumption, kTLS hand-off, per-pool counters. */
 #include <errno.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -12,6 +13,7 @@
 #include <openssl/x509v3.h>
 
 #include "config.h"
+#include "ktls.h"
 #include "log.h"
 #include "metrics.h"
 #include "netaddr.h"
@@ -25,8 +27,15 @@ struct tlsc_stats {
 	struct tlsc_stats *next;
 	char *pool;
 	unsigned refs;                  /* contexts of loaded configurations naming the pool */
+	int path_logged;                /* record layer last logged for the pool (enum up_path), 0 = none */
 	_Atomic uint64_t ok, resumed, verify_failed, failed;
+	_Atomic uint64_t ktls_on, ktls_off; /* connections with a direction in the kernel / all in userspace */
+	_Atomic uint64_t keyupdate;     /* kTLS connections failed: a KeyUpdate the kernel path cannot follow */
+	_Atomic uint64_t install_fail;  /* kTLS wanted, the kernel refused the ULP or a key */
 };
+
+/* A pool's record layer, as logged once per pool. */
+enum up_path { UP_PATH_KTLS = 1, UP_PATH_OFF, UP_PATH_NOKERNEL };
 
 /* Every pool's counters, found by name so they carry on across reloads. */
 static struct {
@@ -35,6 +44,7 @@ static struct {
 } reg = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
 _Static_assert(TLS_UP_WANT == TLS_IO_WANT, "tls_up_read passes tls_io_read's result through");
+_Static_assert(TLS_UP_KTLS_TX == KTLS_TX && TLS_UP_KTLS_RX == KTLS_RX, "one direction mask");
 
 struct tls_client_ctx {
 	SSL_CTX *ssl;
@@ -42,6 +52,7 @@ struct tls_client_ctx {
 	char *sni;               /* server name sent and checked, NULL = the address is checked */
 	bool verify;
 	bool reuse;              /* sessions are resumed */
+	bool ktls;               /* ktls: auto and the kernel has the TLS ULP */
 	struct tlsc_stats *st;
 };
 
@@ -56,12 +67,30 @@ struct tls_up {
 	bool ended;                /* the handshake's outcome has been counted */
 	bool fatal;                /* a protocol error: the session must not be resumed */
 	char reason[REASON_MAX];   /* why the handshake failed */
+	/* kTLS: each direction goes to the kernel on its own, at a record boundary with nothing queued. */
+	bool want_ktls;            /* the pool wants it, the kernel has it, not a health check */
+	bool tx_decided, rx_decided; /* installed or given up */
+	bool counted;              /* ktls_on or ktls_off counted */
+	bool got_session;          /* a session (TLS 1.3: a ticket) arrived in userspace */
+	bool read_data;            /* application data was decrypted in userspace */
+	bool rekeyed;              /* a KeyUpdate was read in userspace: the logged secrets are stale */
+	int ktls_mask;             /* KTLS_TX | KTLS_RX now in the kernel */
+	struct ktls_rec rd, wr;    /* records either way, for the kernel's sequence numbers */
+	uint64_t rd_base, wr_base; /* TLS 1.3: records before the application keys */
+	uint8_t tx_secret[EVP_MAX_MD_SIZE], rx_secret[EVP_MAX_MD_SIZE];
+	size_t tx_len, rx_len;
+	uint8_t hs_hdr[4];         /* kTLS RX: a post-handshake message's header being read */
+	uint8_t hs_hdr_len;
+	uint32_t hs_left;          /* bytes of a NewSessionTicket body still to skip */
+	struct ktls_rxmsg rxmsg;
 };
 
 static void stat_add(_Atomic uint64_t *c)
 {
 	atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
 }
+
+static void ktls_keyupdate_fail(struct tls_up *t);
 
 /* ---- the counters' registry ---------------------------------------------------------- */
 
@@ -119,6 +148,10 @@ void tls_client_counts(const char *pool, struct tls_client_counts *out)
 		out->resumed = atomic_load(&s->resumed);
 		out->verify_failed = atomic_load(&s->verify_failed);
 		out->failed = atomic_load(&s->failed);
+		out->ktls_on = atomic_load(&s->ktls_on);
+		out->ktls_off = atomic_load(&s->ktls_off);
+		out->ktls_keyupdate = atomic_load(&s->keyupdate);
+		out->ktls_install_failed = atomic_load(&s->install_fail);
 	}
 	pthread_mutex_unlock(&reg.lock);
 }
@@ -139,11 +172,47 @@ static int new_session_cb(SSL *s, SSL_SESSION *sess)
 {
 	struct tls_up *t = SSL_get_app_data(s);
 
+	if (t)
+		t->got_session = true; /* kTLS RX may start now: the ticket will not arrive under it */
 	if (!t || !t->slot || !SSL_SESSION_is_resumable(sess))
 		return 0;
 	SSL_SESSION_free(*t->slot);
 	*t->slot = sess;
 	return 1; /* the reference is ours now */
+}
+
+/* TLS 1.3 application traffic secrets for kTLS, from the key log line OpenSSL hands us (never written anywhere). */
+static void keylog_cb(const SSL *s, const char *line)
+{
+	struct tls_up *t = SSL_get_app_data(s);
+	size_t n;
+
+	if (!t || !t->want_ktls)
+		return;
+	if ((n = ktls_keylog_secret(line, "CLIENT_TRAFFIC_SECRET_0", t->tx_secret)))
+		t->tx_len = n;
+	else if ((n = ktls_keylog_secret(line, "SERVER_TRAFFIC_SECRET_0", t->rx_secret)))
+		t->rx_len = n;
+}
+
+/* Until kTLS is decided: a KeyUpdate read in userspace makes the logged secrets stale. */
+static void msg_cb(int write_p, int version, int content_type, const void *buf, size_t len, SSL *s,
+		   void *arg)
+{
+	struct tls_up *t = SSL_get_app_data(s);
+
+	if (t && !write_p && content_type == SSL3_RT_HANDSHAKE && len &&
+	    ((const uint8_t *)buf)[0] == SSL3_MT_KEY_UPDATE)
+		t->rekeyed = true;
+}
+
+/* Until both directions are decided, every record either way is counted. */
+static void io_tap(struct tls_io *io, bool wrote, const uint8_t *p, size_t n)
+{
+	struct tls_up *t = (struct tls_up *)((char *)io - offsetof(struct tls_up, io));
+
+	if (wrote ? !t->tx_decided : !t->rx_decided)
+		ktls_rec_feed(wrote ? &t->wr : &t->rd, p, n);
 }
 
 int tls_client_key_mode_ok(const char *path, char *why, size_t whylen)
@@ -192,6 +261,30 @@ static int load_ca(SSL_CTX *ctx, const char *path, char *why, size_t whylen)
 		return -EINVAL;
 	}
 	return 0;
+}
+
+/* Says once per pool (and again when it changes) which record layer its backend connections use. */
+static void log_path(struct tls_client_ctx *x, const struct cfg_upstream_tls *t)
+{
+	const char *why;
+	bool kernel = ktls_kernel(&why);
+	int path = t->ktls == CFG_KTLS_OFF ? UP_PATH_OFF : kernel ? UP_PATH_KTLS : UP_PATH_NOKERNEL;
+	bool say;
+
+	pthread_mutex_lock(&reg.lock);
+	say = x->st->path_logged != path;
+	x->st->path_logged = path;
+	pthread_mutex_unlock(&reg.lock);
+	if (!say)
+		return;
+	if (path == UP_PATH_OFF)
+		log_notice("upstream %s: TLS to backends in userspace (ktls: off)", x->pool);
+	else if (path == UP_PATH_KTLS)
+		log_notice("upstream %s: TLS to backends with kTLS: the kernel takes the record layer "
+			   "after each handshake (%s)", x->pool, why);
+	else
+		log_notice("upstream %s: TLS to backends in userspace: no kTLS in this kernel (%s)",
+			   x->pool, why);
 }
 
 int tls_client_ctx_new(const struct cfg_upstream_tls *t, const char *pool,
@@ -280,6 +373,11 @@ int tls_client_ctx_new(const struct cfg_upstream_tls *t, const char *pool,
 		rc = -ENOMEM;
 		goto fail;
 	}
+	if (t->ktls == CFG_KTLS_AUTO && ktls_kernel(NULL)) {
+		x->ktls = true;
+		SSL_CTX_set_keylog_callback(x->ssl, keylog_cb);
+	}
+	log_path(x, t);
 	if (!t->verify)
 		log_warn("%s.verify: off: upstream %s: backend certificates and names are not "
 			 "checked; anyone on the path can pose as the backend",
@@ -326,6 +424,11 @@ struct tls_up *tls_up_new(struct tls_client_ctx *x, const struct sockaddr *addr,
 		goto fail;
 	SSL_set_app_data(t->ssl, t);
 	SSL_set_connect_state(t->ssl);
+	t->want_ktls = x->ktls && !(flags & TLS_UP_QUIET);
+	if (t->want_ktls) {
+		t->io.tap = io_tap;
+		SSL_set_msg_callback(t->ssl, msg_cb);
+	}
 	if (x->sni && SSL_set_tlsext_host_name(t->ssl, x->sni) != 1)
 		goto fail;
 	if (x->verify) {
@@ -353,6 +456,10 @@ void tls_up_free(struct tls_up *t)
 {
 	if (!t)
 		return;
+	if (t->hs_done && !t->counted && !(t->flags & TLS_UP_QUIET))
+		stat_add(&t->x->st->ktls_off);
+	OPENSSL_cleanse(t->tx_secret, sizeof(t->tx_secret));
+	OPENSSL_cleanse(t->rx_secret, sizeof(t->rx_secret));
 	/* Without a shutdown OpenSSL marks the session unresumable; an HTTP close is clean for us. */
 	if (t->ssl && t->hs_done && !t->fatal)
 		SSL_set_shutdown(t->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
@@ -398,6 +505,17 @@ int tls_up_handshake(struct tls_up *t)
 	if (r == 1) {
 		t->hs_done = true;
 		t->ended = true;
+		/* TLS 1.3: the client's last flight ends with its Finished, and nothing was read past
+		 * the server's: the application records either way are numbered from here. */
+		t->wr_base = t->wr.records;
+		t->rd_base = t->rd.records;
+		if (!t->want_ktls) {
+			t->tx_decided = t->rx_decided = true;
+			if (!(t->flags & TLS_UP_QUIET)) {
+				t->counted = true;
+				stat_add(&t->x->st->ktls_off);
+			}
+		}
 		if (!(t->flags & TLS_UP_QUIET)) {
 			stat_add(&t->x->st->ok);
 			if (SSL_session_reused(t->ssl))
@@ -457,6 +575,13 @@ ssize_t tls_up_read(struct tls_up *t, char *buf, size_t len)
 
 	if (n == -EPROTO)
 		t->fatal = true;
+	if (n > 0)
+		t->read_data = true;
+	if ((t->ktls_mask & KTLS_TX) && tls_io_out_pending(&t->io)) {
+		/* OpenSSL answered something (a KeyUpdate) with its stale sending key: it must not go out. */
+		ktls_keyupdate_fail(t);
+		return -EPROTO;
+	}
 	return n;
 }
 
@@ -474,6 +599,15 @@ int tls_up_write(struct tls_up *t, const void *buf, size_t len)
 	return rc;
 }
 
+int tls_up_write2(struct tls_up *t, const void *a, size_t alen, const void *b, size_t blen)
+{
+	int rc = tls_io_write2(t->ssl, a, alen, b, blen);
+
+	if (rc)
+		t->fatal = true;
+	return rc;
+}
+
 size_t tls_up_out_next(struct tls_up *t, const char **p)
 {
 	return tls_io_out_next(&t->io, p);
@@ -482,6 +616,143 @@ size_t tls_up_out_next(struct tls_up *t, const char **p)
 size_t tls_up_out_sent(struct tls_up *t, size_t n)
 {
 	return tls_io_out_sent(&t->io, n);
+}
+
+/* ---- kTLS -------------------------------------------------------------------------------------- */
+
+static void ktls_keyupdate_fail(struct tls_up *t)
+{
+	t->fatal = true;
+	stat_add(&t->x->st->keyupdate);
+	log_info("upstream %s: server %s: TLS handshake message the kernel record layer cannot "
+		 "follow (KeyUpdate?): closing the connection", t->x->pool, t->server);
+}
+
+bool tls_up_ktls_pending(const struct tls_up *t)
+{
+	return t->hs_done && !(t->tx_decided && t->rx_decided);
+}
+
+/* A direction is decided: its secret goes; once both are, the counting stops. */
+static void decide(struct tls_up *t, int dirs)
+{
+	if (dirs & KTLS_TX) {
+		t->tx_decided = true;
+		OPENSSL_cleanse(t->tx_secret, sizeof(t->tx_secret));
+	}
+	if (dirs & KTLS_RX) {
+		t->rx_decided = true;
+		OPENSSL_cleanse(t->rx_secret, sizeof(t->rx_secret));
+	}
+	if (t->tx_decided && t->rx_decided) {
+		t->io.tap = NULL;
+		SSL_set_msg_callback(t->ssl, NULL);
+		if (!t->counted) {
+			t->counted = true;
+			stat_add(t->ktls_mask ? &t->x->st->ktls_on : &t->x->st->ktls_off);
+		}
+	}
+}
+
+int tls_up_ktls_try(struct tls_up *t, int fd, int dirs)
+{
+	bool v13 = SSL_version(t->ssl) == TLS1_3_VERSION;
+	struct ktls_dir tx = { t->tx_secret, t->tx_len, v13 ? t->wr.records - t->wr_base : t->wr.since_ccs };
+	struct ktls_dir rx = { t->rx_secret, t->rx_len, v13 ? t->rd.records - t->rd_base : t->rd.since_ccs };
+	int rc;
+
+	if (!tls_up_ktls_pending(t))
+		return t->ktls_mask;
+	if (t->rekeyed) {
+		/* The peer changed keys while userspace read: what the key log gave is stale. */
+		decide(t, KTLS_TX | KTLS_RX);
+		return t->ktls_mask;
+	}
+	if (t->tx_decided || tls_io_out_pending(&t->io) || !ktls_rec_boundary(&t->wr))
+		dirs &= ~KTLS_TX;
+	/* RX only at a record boundary with nothing buffered; on TLS 1.3 with resumption, after
+	 * the backend's ticket (or its first data: then it sends none before answering). */
+	if (t->rx_decided || tls_io_in_pending(&t->io) || SSL_has_pending(t->ssl) ||
+	    !ktls_rec_boundary(&t->rd) || (v13 && t->slot && !t->got_session && !t->read_data))
+		dirs &= ~KTLS_RX;
+	if (!dirs)
+		return t->ktls_mask;
+	rc = ktls_install(fd, t->ssl, false, dirs, &tx, &rx);
+	if (rc < 0) {
+		if (rc != -EOPNOTSUPP) {
+			stat_add(&t->x->st->install_fail);
+			log_debug("upstream %s: server %s: kTLS not installed: %s", t->x->pool, t->server,
+				  strerror(-rc));
+		}
+		decide(t, KTLS_TX | KTLS_RX);
+		return t->ktls_mask;
+	}
+	if (rc != dirs) {
+		stat_add(&t->x->st->install_fail);
+		log_debug("upstream %s: server %s: the kernel refused the kTLS %s key", t->x->pool,
+			  t->server, (dirs & ~rc) & KTLS_TX ? "TX" : "RX");
+	}
+	t->ktls_mask |= rc;
+	if (t->ktls_mask && !t->counted) {
+		t->counted = true;
+		stat_add(&t->x->st->ktls_on);
+	}
+	decide(t, dirs);
+	return t->ktls_mask;
+}
+
+struct msghdr *tls_up_ktls_rxmsg(struct tls_up *t, char *buf, size_t len)
+{
+	return ktls_rxmsg_prep(&t->rxmsg, buf, len);
+}
+
+/* Post-handshake messages under kTLS RX: NewSessionTickets are skipped (the kernel cannot hand
+ * them to OpenSSL), anything else (a KeyUpdate) ends the connection. */
+static int ktls_handshake_bytes(struct tls_up *t, const uint8_t *p, size_t n)
+{
+	while (n) {
+		if (t->hs_left) {
+			size_t k = n < t->hs_left ? n : t->hs_left;
+
+			p += k;
+			n -= k;
+			t->hs_left -= (uint32_t)k;
+			continue;
+		}
+		t->hs_hdr[t->hs_hdr_len++] = *p++;
+		n--;
+		if (t->hs_hdr_len < 4)
+			continue;
+		t->hs_hdr_len = 0;
+		if (t->hs_hdr[0] != SSL3_MT_NEWSESSION_TICKET) {
+			ktls_keyupdate_fail(t);
+			return -EPROTO;
+		}
+		t->hs_left = (uint32_t)t->hs_hdr[1] << 16 | (uint32_t)t->hs_hdr[2] << 8 | t->hs_hdr[3];
+	}
+	return TLS_UP_WANT;
+}
+
+int tls_up_ktls_rxresult(struct tls_up *t, const char *buf, int res)
+{
+	int type;
+
+	if (res < 0) {
+		if (res == -EIO || res == -EBADMSG || res == -EMSGSIZE) {
+			t->fatal = true;
+			return -EPROTO;
+		}
+		return res;
+	}
+	type = ktls_rxmsg_type(&t->rxmsg);
+	if (type == KTLS_REC_DATA)
+		return res;
+	if (type == KTLS_REC_HANDSHAKE)
+		return ktls_handshake_bytes(t, (const uint8_t *)buf, (size_t)res);
+	if (type == KTLS_REC_ALERT)
+		return 0; /* close_notify or fatal: the connection is over */
+	t->fatal = true;
+	return -EPROTO;
 }
 
 /* ---- metrics ------------------------------------------------------------------------------- */
@@ -510,6 +781,30 @@ static void collect(void *ctx, struct metrics_out *o)
 		metrics_sample_u64(o, "openclaw_upstream_tls_resumptions_total",
 				   (const char *const[]){ "upstream", s->pool, NULL },
 				   atomic_load(&s->resumed));
+	pthread_mutex_unlock(&reg.lock);
+	metrics_family(o, "openclaw_upstream_ktls_total", "counter",
+		       "Backend TLS connections by record layer: state=on (the kernel took at least one direction), off (userspace).");
+	pthread_mutex_lock(&reg.lock);
+	for (struct tlsc_stats *s = reg.head; s; s = s->next) {
+		metrics_sample_u64(o, "openclaw_upstream_ktls_total",
+				   (const char *const[]){ "upstream", s->pool, "state", "on", NULL },
+				   atomic_load(&s->ktls_on));
+		metrics_sample_u64(o, "openclaw_upstream_ktls_total",
+				   (const char *const[]){ "upstream", s->pool, "state", "off", NULL },
+				   atomic_load(&s->ktls_off));
+	}
+	pthread_mutex_unlock(&reg.lock);
+	metrics_family(o, "openclaw_upstream_ktls_failures_total", "counter",
+		       "Backend kTLS problems: keyupdate (connection closed), install (a direction stayed in userspace).");
+	pthread_mutex_lock(&reg.lock);
+	for (struct tlsc_stats *s = reg.head; s; s = s->next) {
+		metrics_sample_u64(o, "openclaw_upstream_ktls_failures_total",
+				   (const char *const[]){ "upstream", s->pool, "reason", "keyupdate", NULL },
+				   atomic_load(&s->keyupdate));
+		metrics_sample_u64(o, "openclaw_upstream_ktls_failures_total",
+				   (const char *const[]){ "upstream", s->pool, "reason", "install", NULL },
+				   atomic_load(&s->install_fail));
+	}
 	pthread_mutex_unlock(&reg.lock);
 }
 

@@ -103,6 +103,8 @@ bool tls_up_read_buffered(const struct tls_up *t);
 
 /* Encrypts len bytes into the output queue. 0 or -EPROTO. */
 int tls_up_write(struct tls_up *t, const void *buf, size_t len);
+/* Encrypts a then b (either may be empty) as one stream: a request head shares the body's first record. */
+int tls_up_write2(struct tls_up *t, const void *a, size_t alen, const void *b, size_t blen);
 
 /*
  * Output queue: the next span of ciphertext to send (0 when none; the span
@@ -112,18 +114,51 @@ int tls_up_write(struct tls_up *t, const void *buf, size_t len);
 size_t tls_up_out_next(struct tls_up *t, const char **p);
 size_t tls_up_out_sent(struct tls_up *t, size_t n);
 
+/* ---- kTLS (the pool's ktls: auto, on a kernel with the TLS ULP) ---- */
+
+#define TLS_UP_KTLS_TX 1
+#define TLS_UP_KTLS_RX 2
+
+/* Is a direction still waiting for its kTLS decision? (false before the handshake ends, and once both are decided) */
+bool tls_up_ktls_pending(const struct tls_up *t);
+
+/*
+ * Moves the directions in dirs (TLS_UP_KTLS_TX / _RX) whose turn it is into
+ * the kernel: TX when no ciphertext is queued or in flight (the caller has
+ * no send in flight), RX when nothing is buffered and no read is in flight
+ * (the caller's), and on TLS 1.3 with resumption once the backend's ticket
+ * (or its first data) was read. A direction that cannot go stays in
+ * userspace for good. Returns the mask now in the kernel; counted once per
+ * connection (on / off).
+ */
+int tls_up_ktls_try(struct tls_up *t, int fd, int dirs);
+
+/* kTLS RX: a msghdr reading into buf with room for the record-type cmsg. */
+struct msghdr *tls_up_ktls_rxmsg(struct tls_up *t, char *buf, size_t len);
+/*
+ * Classifies a completed kTLS read of res bytes into buf: res for data (0
+ * at EOF), 0 for an alert (the connection ends), TLS_UP_WANT for a
+ * NewSessionTicket (skipped: read on), -EPROTO for any other handshake
+ * message (a KeyUpdate the kernel cannot follow; counted) or a bad record.
+ */
+int tls_up_ktls_rxresult(struct tls_up *t, const char *buf, int res);
+
 /* ---- metrics ---- */
 
 /*
- * Adds openclaw_upstream_tls_handshakes_total{upstream,result} and
- * openclaw_upstream_tls_resumptions_total{upstream}: one series set per pool
+ * Adds openclaw_upstream_tls_handshakes_total{upstream,result},
+ * openclaw_upstream_tls_resumptions_total{upstream},
+ * openclaw_upstream_ktls_total{upstream,state} and
+ * openclaw_upstream_ktls_failures_total{upstream,reason}: one series set per pool
  * of a loaded configuration (counts carry on across reloads by pool name).
  */
 int tls_client_register_metrics(struct metrics *m);
 
-/* A pool's counters, for tests and status: handshakes completed, resumed, failed verification, failed otherwise. */
+/* A pool's counters, for tests and status: handshakes completed, resumed, failed verification, failed otherwise; kTLS. */
 struct tls_client_counts {
 	uint64_t ok, resumed, verify_failed, failed;
+	uint64_t ktls_on, ktls_off;                 /* connections with the kernel record layer / without */
+	uint64_t ktls_keyupdate, ktls_install_failed;
 };
 void tls_client_counts(const char *pool, struct tls_client_counts *out);
 

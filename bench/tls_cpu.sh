@@ -8,11 +8,15 @@
 #   the build before a change: it joins as proxy "clawd-b" with the same config, and
 #   the table gets a clawd / clawd-b column); bench/tls.sh's TLS_BENCH_CONNS (32),
 #   TLS_BENCH_PORT and TLS_BENCH_SUITES apply too.
+#   TLS_CPU_MODE=handshakes: instead of requests, the proxy's CPU per full TLS 1.3
+#   handshake under bench/tls.sh's four `openssl s_time -new` clients
+#   (TLS_BENCH_DURATION s per run, 5), TLS_CPU_PROXIES defaulting to clawd nginx haproxy.
 # Measures CPU, not req/s: the two cores are shared with wrk, the backend and other
 # work, so a rate says little, while utime+stime of the proxy's processes (all
 # threads, nginx master and worker) divided by completed requests stays put.
 # Before measuring it checks that every proxy answers 200 with the full body and
-# negotiates the same TLS 1.3 suite as the others (else it stops).
+# negotiates the same TLS 1.3 suite as the others (else it stops); in handshake mode
+# the key-exchange group and the signature type must be the same too.
 set -euo pipefail
 
 TLS_BENCH_LIB=1
@@ -21,7 +25,12 @@ TLS_BENCH_LIB=1
 
 CDUR=${TLS_CPU_DURATION:-10}
 RUNS=${TLS_CPU_RUNS:-2}
-CPROXIES=${TLS_CPU_PROXIES:-clawd nginx}
+MODE=${TLS_CPU_MODE:-requests}
+if [ "$MODE" = handshakes ]; then
+	CPROXIES=${TLS_CPU_PROXIES:-clawd nginx haproxy}
+else
+	CPROXIES=${TLS_CPU_PROXIES:-clawd nginx}
+fi
 SIZES=${TLS_CPU_SIZES:-small big}
 OUT=${TLS_CPU_OUT:-}
 HZ=$(getconf CLK_TCK)
@@ -50,6 +59,15 @@ start_b() {
 suite_of() {
 	openssl s_client -connect "127.0.0.1:${PORT[$1]}" -tls1_3 </dev/null 2>/dev/null |
 		awk '/Cipher is/ {print $NF; exit}'
+}
+
+# "suite group signature tickets" of a default OpenSSL TLS 1.3 handshake with proxy $1:
+# what s_time negotiates too, and how many session tickets the proxy sends per handshake.
+hs_params() {
+	sleep 0.3 | openssl s_client -connect "127.0.0.1:${PORT[$1]}" -tls1_3 2>/dev/null |
+		awk '/Cipher is/ { c = $NF } /Server Temp Key:/ { g = $4; sub(",", "", g) }
+		     /Peer signature type:/ { s = $4 } /Post-Handshake New Session Ticket/ { n++ }
+		     END { printf "%s %s %s %d\n", c, g, s, n }'
 }
 
 # Fails unless GET /$2 through proxy $1 is a 200 with the whole body.
@@ -83,6 +101,44 @@ measure() { # proxy path
 	awk -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v hz="$HZ" -v n="$n" \
 		'BEGIN { printf "%d %.2f %.2f\n", n, (u + s) * 1e6 / hz / n, u * 1e6 / hz / n }'
 }
+
+# Handshake mode: same suite, group and signature everywhere, then interleaved rounds.
+if [ "$MODE" = handshakes ]; then
+	declare -A HS HSN
+	want=
+	for p in $CPROXIES; do
+		if [ "$p" = clawd-b ]; then start_b; else start "$p"; fi
+		check_body "$p" small
+		read -r c g s n < <(hs_params "$p")
+		HSN[$p]=$n
+		echo "$p negotiates $c, group $g, signature $s; sends $n session ticket(s) per handshake"
+		[ -z "$want" ] && want="$c $g $s"
+		[ "$c $g $s" = "$want" ] || { echo "tls_cpu.sh: $p negotiates $c $g $s, others $want: not comparable" >&2; exit 1; }
+	done
+	printf "%-4s %-8s %14s %14s\n" run proxy "handshakes/s" "µs CPU/hs"
+	for r in $(seq "$RUNS"); do
+		for p in $CPROXIES; do
+			read -r hs us < <(handshakes "$p")
+			HS[$r,$p]=$us
+			printf "%-4s %-8s %14s %14s\n" "$r" "$p" "$hs" "$us"
+		done
+	done
+	hs_table() {
+		echo "Full TLS 1.3 handshakes ($want), 4 × openssl s_time -new -tls1_3, ${DUR}s per run; proxy CPU = utime+stime / handshakes"
+		echo
+		echo "| run | $(for p in $CPROXIES; do printf '%s µs/hs | ' "$p"; done)"
+		echo "|---|$(for p in $CPROXIES; do printf -- '---|'; done)"
+		for r in $(seq "$RUNS"); do
+			echo "| $r | $(for p in $CPROXIES; do printf '%s | ' "${HS[$r,$p]}"; done)"
+		done
+		echo
+		echo "Session tickets per full handshake: $(for p in $CPROXIES; do printf '%s %s; ' "$p" "${HSN[$p]}"; done)"
+	}
+	echo
+	hs_table
+	if [ -n "$OUT" ]; then hs_table >>"$OUT"; fi
+	exit 0
+fi
 
 suite=
 for p in $CPROXIES; do

@@ -129,11 +129,18 @@ if [ ! -x "$tls_e2e" ] || [ vmtest/tls_e2e.c -nt "$tls_e2e" ] || [ selftests/tes
 		-D_GNU_SOURCE -Iselftests $SANFLAGS vmtest/tls_e2e.c -lssl -lcrypto -pthread -o "$tls_e2e" ||
 		die "cannot build $tls_e2e"
 fi
+# clawd re-encrypting to a TLS backend in the guest (vmtest/upstream_tls_e2e.c): kTLS on the upstream socket.
+uptls_e2e=$BUILD/vmtest/upstream_tls_e2e
+if [ ! -x "$uptls_e2e" ] || [ vmtest/upstream_tls_e2e.c -nt "$uptls_e2e" ] || [ selftests/test.h -nt "$uptls_e2e" ]; then
+	$CC -O2 -g -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wformat=2 \
+		-D_GNU_SOURCE -Iselftests $SANFLAGS vmtest/upstream_tls_e2e.c -lssl -lcrypto -pthread -o "$uptls_e2e" ||
+		die "cannot build $uptls_e2e"
+fi
 
 # The test list: group/name of every program to run, or "skip group/name why".
 want() { [ -z "$FILTER" ] || [[ "$1" == *"$FILTER"* ]]; }
 tests=() skips=()
-for t in "$BUILD"/selftests/unit/test_* "$BUILD"/selftests/bpf/test_* "$probe" "$tls_e2e"; do
+for t in "$BUILD"/selftests/unit/test_* "$BUILD"/selftests/bpf/test_* "$probe" "$tls_e2e" "$uptls_e2e"; do
 	[ -f "$t" ] && [ -x "$t" ] || continue
 	name=$(basename "$(dirname "$t")")/$(basename "$t")
 	want "$name" || continue

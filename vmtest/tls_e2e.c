@@ -564,6 +564,69 @@ static void keepalive(const struct variant *v)
 	}
 }
 
+/*
+ * A resumed TLS 1.3 handshake: clawd hands out a fresh ticket after it (one
+ * record under the server's application key, like a full handshake's), and
+ * kTLS must still engage with the record sequence counted right both ways.
+ */
+static void resumed_keepalive(const struct variant *v)
+{
+	struct conn c = { -1, NULL };
+	SSL_SESSION *sess;
+	long tx0, rx0, tx1, rx1;
+	int reused;
+
+	wait_idle();
+	if (!have_ulp) {
+		if (require)
+			TEST_FAIL_("kernel has no TLS ULP (is tls.ko loaded?)");
+		SKIP("kernel has no TLS ULP");
+	}
+	if (tls_connect(&c, v->version) || !get_small(&c)) {
+		tls_close(&c);
+		TEST_FAIL_("first connection failed");
+	}
+	sess = SSL_get1_session(c.ssl); /* the ticket arrived before the response */
+	/* A clean end, or SSL_free marks the session not resumable (as s_time does). */
+	SSL_set_shutdown(c.ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+	tls_close(&c);
+	ASSERT_TRUE(sess && SSL_SESSION_is_resumable(sess));
+	wait_idle();
+	tx0 = tls_stat("TlsCurrTxSw");
+	rx0 = tls_stat("TlsCurrRxSw");
+	c.fd = connect_port(cd_port);
+	c.ssl = c.fd >= 0 ? SSL_new(cli_ctx) : NULL;
+	if (!c.ssl) {
+		SSL_SESSION_free(sess);
+		tls_close(&c);
+		TEST_FAIL_("second connection failed");
+	}
+	SSL_set_min_proto_version(c.ssl, v->version);
+	SSL_set_max_proto_version(c.ssl, v->version);
+	SSL_set_tlsext_host_name(c.ssl, "vm.test");
+	SSL_set_session(c.ssl, sess);
+	SSL_SESSION_free(sess);
+	SSL_set_fd(c.ssl, c.fd);
+	if (SSL_connect(c.ssl) != 1) {
+		tls_close(&c);
+		TEST_FAIL_("resumed handshake failed");
+	}
+	reused = SSL_session_reused(c.ssl);
+	for (int i = 0; i < 5; i++)
+		if (!get_small(&c)) {
+			tls_close(&c);
+			TEST_FAIL_("request %d after the resumed handshake failed", i);
+		}
+	tx1 = tls_stat("TlsCurrTxSw");
+	rx1 = tls_stat("TlsCurrRxSw");
+	printf("# %s resumed: reused %d, TlsCurrTxSw %ld -> %ld, TlsCurrRxSw %ld -> %ld\n", v->name,
+	       reused, tx0, tx1, rx0, rx1);
+	tls_close(&c);
+	ASSERT_EQ(reused, 1);
+	ASSERT_EQ(tx1, tx0 + 1);
+	ASSERT_EQ(rx1, rx0 + 1);
+}
+
 /* big_bytes up and down through one connection, hashes equal. */
 static void big_body(const struct variant *v)
 {
@@ -673,6 +736,8 @@ int main(void)
 		}
 		if (s == 0)
 			RUN_NAMED("ktls_tls13_peer_keyupdate_closes_safely_and_counts", keyupdate_refused, &on[0]);
+		if (s == 0)
+			RUN_NAMED("ktls_tls13_resumed_handshake_engages_tx_and_rx", resumed_keepalive, &on[0]);
 		stop_clawd();
 	}
 	if (test__failed) {

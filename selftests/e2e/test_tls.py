@@ -210,6 +210,39 @@ def _():
             check('"resumed":2' in st, "resumptions counted: " + st)
 
 
+@t.test("TLS 1.3: one session ticket per handshake; it resumes parallel connections; none without tickets and cache")
+def _():
+    a = PKI.leaf("a", ["a.test"])
+    req = b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n"
+    base = [OPENSSL, "s_client", "-tls1_3", "-servername", "a.test", "-ign_eof"]
+    for extra, want in (({}, 1), ({"session_tickets": False}, 1),
+                        ({"session_tickets": False, "session_cache": 0}, 0)):
+        with Backend() as be, Clawd(tls_config(be, [a], **extra)) as cd:
+            sess = os.path.join(cd.dir, "sess")
+            rc, out = s_client(cd.port, *base[2:], "-sess_out", sess, input=req)
+            n = out.count("Post-Handshake New Session Ticket arrived")
+            check("HTTP/1.1 200" in out and n == want,
+                  "%s: %d tickets, want %d: %s" % (extra, n, want, out[-500:]))
+            if not want:
+                continue
+            # Three clients at once with the one ticket, as a browser opening parallel connections.
+            ps = [subprocess.Popen(base + ["-connect", "127.0.0.1:%d" % cd.port, "-sess_in", sess],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT) for _ in range(3)]
+            outs = []
+            for p in ps:
+                try:
+                    outs.append(p.communicate(req, timeout=15)[0].decode("utf-8", "replace"))
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    outs.append(p.communicate()[0].decode("utf-8", "replace"))
+            for o in outs:
+                check("Reused, TLSv1.3" in o and "HTTP/1.1 200" in o, "%s parallel resume: %s" % (extra, o[-700:]))
+                # A resumed handshake hands out a fresh ticket too, so the client never runs dry.
+                k = o.count("Post-Handshake New Session Ticket arrived")
+                check(k == 1, "%s: %d tickets after resumption, want 1: %s" % (extra, k, o[-700:]))
+
+
 @t.test("garbage client hello and plain HTTP on the TLS port are refused cleanly; clawd keeps serving")
 def _():
     a = PKI.leaf("a", ["a.test"])

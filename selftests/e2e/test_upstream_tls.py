@@ -263,6 +263,37 @@ def _():
                "ok counter")
             eq(sample(m, "openclaw_upstream_tls_resumptions_total", upstream="pool"), float(be.resumed),
                "resumptions counter")
+            # This host's kernel has no kTLS: every backend connection stays in userspace, counted.
+            eq(sample(m, "openclaw_upstream_ktls_total", upstream="pool", state="off"), 4.0,
+               "kTLS-off connections")
+            eq(sample(m, "openclaw_upstream_ktls_total", upstream="pool", state="on"), 0.0,
+               "kTLS-on connections")
+            eq(sample(m, "openclaw_upstream_ktls_failures_total", upstream="pool", reason="install"), 0.0,
+               "kTLS install failures")
+            err = cd.stderr()
+            eq(len(re.findall(r"upstream pool: TLS to backends in userspace: no kTLS in this kernel", err)), 1,
+               "the pool's record layer logged once:\n" + err)
+
+
+@t.test("ktls: off on the pool: userspace TLS, said in the log, counted as off")
+def _():
+    admin = free_port()
+    with TlsBackend(*SRV) as be:
+        cfg = up_tls_config(be, {"ca": PKI.ca, "ktls": "off"}, admin={"address": "127.0.0.1:%d" % admin})
+        with Clawd(cfg) as cd:
+            for i in range(3):
+                with Client(cd.port) as c:
+                    r = get_on(c, "/off%d" % i)
+                    eq(r.status, 200, "status of request %d" % i)
+                    eq(r.json()["target"], "/off%d" % i, "target the backend saw")
+            eq(be.handshakes, 1, "one pooled TLS connection")
+            m = scrape(admin)
+            eq(sample(m, "openclaw_upstream_ktls_total", upstream="pool", state="off"), 1.0,
+               "kTLS-off connections (one, pooled)")
+            eq(sample(m, "openclaw_upstream_ktls_total", upstream="pool", state="on"), 0.0,
+               "kTLS-on connections")
+            check("upstream pool: TLS to backends in userspace (ktls: off)" in cd.stderr(),
+                  "log line:\n" + cd.stderr())
 
 
 @t.test("a 10 MiB body each way through a TLS upstream hashes equal")
@@ -363,12 +394,14 @@ def _():
     check_config(cfg({"ca": PKI.ca}, mode="splice"),
                  r"c\.yaml:\d+: routes\[0\]\.mode: splice mode cannot be used with upstream \"pool\": it has tls")
     check_config(cfg({"ca": PKI.ca, "bogus": 1}), r"c\.yaml:\d+: upstreams\[0\]\.tls\.bogus: unknown key")
+    check_config(cfg({"ca": PKI.ca, "ktls": "on"}),
+                 r"c\.yaml:\d+: upstreams\[0\]\.tls\.ktls: expected auto or off, got \"on\"")
     # And the good one passes.
     d = make_tmpdir("clawd-uptls-cfg-")
     p = os.path.join(d, "ok.yaml")
     with open(p, "w") as f:
         f.write(cfg({"ca": PKI.ca, "cert": CLIENT[0], "key": CLIENT[1], "sni": "api.internal",
-                     "min_version": "1.3", "alpn": "http/1.1", "session_reuse": False}))
+                     "min_version": "1.3", "alpn": "http/1.1", "session_reuse": False, "ktls": "auto"}))
     rc, out, err = run_clawd(["--check", "-c", p])
     eq(rc, 0, "clawd --check on a good config (%s)" % err)
 

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -186,7 +187,8 @@ static void test_config_values(void)
 
 	snprintf(l, sizeof(l),
 		 "      ca: %s\n      sni: api.internal\n      cert: %s\n      key: %s\n"
-		 "      min_version: \"1.3\"\n      alpn: \"off\"\n      session_reuse: false\n",
+		 "      min_version: \"1.3\"\n      alpn: \"off\"\n      session_reuse: false\n"
+		 "      ktls: \"off\"\n",
 		 ca_pem, srv_pem, srv_key);
 	ASSERT_EQ(load(l, "", &cfg, err, sizeof(err)), 0);
 	if (!cfg) {
@@ -202,6 +204,7 @@ static void test_config_values(void)
 	ASSERT_EQ(t->min_version, 0x0304);
 	ASSERT_FALSE(t->alpn);
 	ASSERT_FALSE(t->session_reuse);
+	ASSERT_EQ(t->ktls, CFG_KTLS_OFF);
 	ASSERT_TRUE(t->ctx != NULL);
 	config_free(cfg);
 	/* enabled: false leaves the pool plain. */
@@ -439,6 +442,70 @@ static void test_sni_and_resumption(void)
 	tls_client_ctx_free(x);
 }
 
+/* Makes the completed kTLS read of n bytes in buf look like a record of type `type`. */
+static int krx(struct tls_up *t, char *buf, size_t cap, int type, const void *data, size_t n)
+{
+	struct msghdr *m = tls_up_ktls_rxmsg(t, buf, cap);
+	struct cmsghdr *c = CMSG_FIRSTHDR(m);
+
+	c->cmsg_level = 282; /* SOL_TLS */
+	c->cmsg_type = 2;    /* TLS_GET_RECORD_TYPE */
+	c->cmsg_len = CMSG_LEN(1);
+	*CMSG_DATA(c) = (unsigned char)type;
+	m->msg_controllen = CMSG_SPACE(1);
+	memcpy(buf, data, n);
+	return tls_up_ktls_rxresult(t, buf, (int)n);
+}
+
+/* kTLS RX: data passes, tickets are skipped across reads, a KeyUpdate fails and counts; off counted once. */
+static void test_ktls_rx_records_and_counts(void)
+{
+	static const uint8_t nst_a[] = { 4, 0, 0, 6, 0xa, 0xb }, nst_b[] = { 0xc, 0xd, 0xe, 0xf };
+	static const uint8_t two_nst[] = { 4, 0, 0, 1, 0x1, 4, 0, 0, 0 }, ku[] = { 24, 0, 0, 1, 0 };
+	struct tls_client_ctx *x = client_ctx(ca_pem, NULL, true);
+	struct sockaddr_in a = addr_of("127.0.0.1");
+	SSL_CTX *sctx = server_ctx();
+	struct tls_client_counts before, after;
+	struct server sv;
+	struct tls_up *t;
+	char buf[64];
+
+	if (!x)
+		return;
+	tls_client_counts("unitpool", &before);
+	server_init(&sv, sctx);
+	t = tls_up_new(x, (struct sockaddr *)&a, "127.0.0.1:443", NULL, 0);
+	ASSERT_EQ(handshake(t, &sv), 1);
+	ASSERT_EQ(krx(t, buf, sizeof(buf), 23, "hello", 5), 5);
+	ASSERT_EQ(krx(t, buf, sizeof(buf), 22, nst_a, sizeof(nst_a)), TLS_UP_WANT);
+	ASSERT_EQ(krx(t, buf, sizeof(buf), 22, nst_b, sizeof(nst_b)), TLS_UP_WANT);
+	ASSERT_EQ(krx(t, buf, sizeof(buf), 22, two_nst, sizeof(two_nst)), TLS_UP_WANT);
+	ASSERT_EQ(krx(t, buf, sizeof(buf), 23, "x", 1), 1);
+	ASSERT_EQ(krx(t, buf, sizeof(buf), 21, "\1\0", 2), 0); /* close_notify: the end */
+	tls_client_counts("unitpool", &after);
+	ASSERT_EQ(after.ktls_keyupdate, before.ktls_keyupdate);
+	ASSERT_EQ(krx(t, buf, sizeof(buf), 22, ku, sizeof(ku)), -EPROTO);
+	tls_client_counts("unitpool", &after);
+	ASSERT_EQ(after.ktls_keyupdate, before.ktls_keyupdate + 1);
+	tls_up_free(t);
+	SSL_free(sv.ssl);
+	/* Never given to the kernel (no socket here): one userspace connection, on any kernel. */
+	tls_client_counts("unitpool", &after);
+	ASSERT_EQ(after.ktls_off, before.ktls_off + 1);
+	ASSERT_EQ(after.ktls_on, before.ktls_on);
+
+	/* A health check's connection is not counted. */
+	server_init(&sv, sctx);
+	t = tls_up_new(x, (struct sockaddr *)&a, "127.0.0.1:443", NULL, TLS_UP_QUIET);
+	ASSERT_EQ(handshake(t, &sv), 1);
+	tls_up_free(t);
+	SSL_free(sv.ssl);
+	tls_client_counts("unitpool", &before);
+	ASSERT_EQ(before.ktls_off, after.ktls_off);
+	SSL_CTX_free(sctx);
+	tls_client_ctx_free(x);
+}
+
 int main(void)
 {
 	pki_setup();
@@ -447,6 +514,7 @@ int main(void)
 	RUN(test_verify_address_and_data);
 	RUN(test_wrong_ca_and_verify_off);
 	RUN(test_sni_and_resumption);
+	RUN(test_ktls_rx_records_and_counts);
 	pki_teardown();
 	return test_done();
 }
