@@ -41,10 +41,6 @@
 
 #define TICKET_ROTATE_S 3600        /* a new ticket key every hour; the previous one still decrypts */
 #define CERT_WARN_DAYS 14           /* tls status warns when a certificate expires sooner */
-#define REC_CCS 20                  /* TLS record type change_cipher_spec */
-#define REC_ALERT 21
-#define REC_HANDSHAKE 22
-#define REC_DATA 23
 
 /* Modern defaults: AEAD only (all of them kTLS-capable), ECDHE only, ECDSA first. */
 static const char default_ciphers[] =
@@ -176,12 +172,7 @@ struct tls_conn {
 	int ktls_mask;
 	uint8_t tx_secret[EVP_MAX_MD_SIZE], rx_secret[EVP_MAX_MD_SIZE];
 	uint8_t tx_len, rx_len;
-	struct msghdr rxmsg;
-	struct iovec rxiov;
-	union {
-		struct cmsghdr h;
-		char buf[CMSG_SPACE(sizeof(unsigned char))];
-	} rxcmsg;
+	struct ktls_rxmsg rxmsg;
 };
 
 static void stat_add(_Atomic uint64_t *c)
@@ -279,51 +270,18 @@ static int ocsp_cb(SSL *s, void *arg)
 	return SSL_TLSEXT_ERR_NOACK;
 }
 
-static int hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* TLS 1.3 traffic secrets for kTLS, from the key log line OpenSSL hands us (never written anywhere). */
 static void keylog_cb(const SSL *s, const char *line)
 {
-	static const char srv_tag[] = "SERVER_TRAFFIC_SECRET_0 ", cli_tag[] = "CLIENT_TRAFFIC_SECRET_0 ";
 	struct tls_conn *t = conn_of(s);
-	uint8_t *dst;
-	uint8_t *len;
-	const char *p;
-	size_t n = 0;
+	size_t n;
 
 	if (!t || !t->want_ktls)
 		return;
-	if (!strncmp(line, srv_tag, sizeof(srv_tag) - 1)) {
-		dst = t->tx_secret, len = &t->tx_len;
-		p = line + sizeof(srv_tag) - 1;
-	} else if (!strncmp(line, cli_tag, sizeof(cli_tag) - 1)) {
-		dst = t->rx_secret, len = &t->rx_len;
-		p = line + sizeof(cli_tag) - 1;
-	} else {
-		return;
-	}
-	p = strchr(p, ' '); /* past the client random */
-	if (!p)
-		return;
-	p++;
-	while (p[0] && p[1] && n < EVP_MAX_MD_SIZE) {
-		int hi = hexval(p[0]), lo = hexval(p[1]);
-
-		if (hi < 0 || lo < 0)
-			break;
-		dst[n++] = (uint8_t)(hi << 4 | lo);
-		p += 2;
-	}
-	*len = (uint8_t)n;
+	if ((n = ktls_keylog_secret(line, "SERVER_TRAFFIC_SECRET_0", t->tx_secret)))
+		t->tx_len = (uint8_t)n;
+	else if ((n = ktls_keylog_secret(line, "CLIENT_TRAFFIC_SECRET_0", t->rx_secret)))
+		t->rx_len = (uint8_t)n;
 }
 
 /* ---- session tickets: a key ring rotated hourly, the previous key still accepted ---- */
@@ -1216,7 +1174,7 @@ void tls_close_notify(struct tls_conn *t, int fd)
 		c->cmsg_level = SOL_TLS;
 		c->cmsg_type = TLS_SET_RECORD_TYPE;
 		c->cmsg_len = CMSG_LEN(sizeof(unsigned char));
-		*CMSG_DATA(c) = REC_ALERT;
+		*CMSG_DATA(c) = KTLS_REC_ALERT;
 		sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
 		return;
 	}
@@ -1286,40 +1244,26 @@ int tls_ktls_try(struct tls_conn *t, int fd)
 
 struct msghdr *tls_ktls_rxmsg(struct tls_conn *t, char *buf, size_t len)
 {
-	t->rxiov.iov_base = buf;
-	t->rxiov.iov_len = len;
-	memset(&t->rxmsg, 0, sizeof(t->rxmsg));
-	t->rxmsg.msg_iov = &t->rxiov;
-	t->rxmsg.msg_iovlen = 1;
-	t->rxmsg.msg_control = t->rxcmsg.buf;
-	t->rxmsg.msg_controllen = sizeof(t->rxcmsg.buf);
-	return &t->rxmsg;
+	return ktls_rxmsg_prep(&t->rxmsg, buf, len);
 }
 
 int tls_ktls_rxresult(struct tls_conn *t, int res)
 {
-	struct cmsghdr *cm;
+	int type;
 
 	if (res < 0)
 		return res == -EIO || res == -EBADMSG || res == -EMSGSIZE ? -EPROTO : res;
-	for (cm = CMSG_FIRSTHDR(&t->rxmsg); cm; cm = CMSG_NXTHDR(&t->rxmsg, cm)) {
-		unsigned char type;
-
-		if (cm->cmsg_level != SOL_TLS || cm->cmsg_type != TLS_GET_RECORD_TYPE)
-			continue;
-		type = *CMSG_DATA(cm);
-		if (type == REC_DATA)
-			return res;
-		if (type == REC_HANDSHAKE) {
-			/* A KeyUpdate (or any post-handshake message): the kernel keeps the old key. */
-			stat_add(&t->reg->l[t->listener].st->keyupdate);
-			log_info("listener %s: peer sent a TLS handshake record on a kTLS connection "
-				 "(KeyUpdate?): closing it", t->reg->l[t->listener].name);
-			return -EPROTO;
-		}
-		return 0; /* an alert: close_notify or fatal, the connection is over */
+	type = ktls_rxmsg_type(&t->rxmsg); /* KTLS_REC_DATA when the kernel sent no type */
+	if (type == KTLS_REC_DATA)
+		return res;
+	if (type == KTLS_REC_HANDSHAKE) {
+		/* A KeyUpdate (or any post-handshake message): the kernel keeps the old key. */
+		stat_add(&t->reg->l[t->listener].st->keyupdate);
+		log_info("listener %s: peer sent a TLS handshake record on a kTLS connection "
+			 "(KeyUpdate?): closing it", t->reg->l[t->listener].name);
+		return -EPROTO;
 	}
-	return res;
+	return 0; /* an alert: close_notify or fatal, the connection is over */
 }
 
 /* ---- control commands ---------------------------------------------------------------- */

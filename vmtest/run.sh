@@ -122,20 +122,24 @@ if [ ! -x "$probe" ] || [ vmtest/ktls_probe.c -nt "$probe" ] || [ selftests/test
 	$CC -O2 -g -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wformat=2 \
 		-D_GNU_SOURCE -Iselftests $SANFLAGS vmtest/ktls_probe.c -lcrypto -o "$probe" || die "cannot build $probe"
 fi
+# The guest TLS programs (each with vmtest/e2e_util.c, their shared helpers), rebuilt when a source is newer.
+e2e_build() { # binary source
+	local src stale=
+	[ -x "$1" ] || stale=1
+	for src in "$2" vmtest/e2e_util.c vmtest/e2e_util.h selftests/test.h; do
+		[ "$src" -nt "$1" ] && stale=1
+	done
+	[ -n "$stale" ] || return 0
+	$CC -O2 -g -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wformat=2 \
+		-D_GNU_SOURCE -Iselftests $SANFLAGS "$2" vmtest/e2e_util.c -lssl -lcrypto -pthread -o "$1" ||
+		die "cannot build $1"
+}
 # clawd terminating TLS in the guest (vmtest/tls_e2e.c): its client, backend and CA in one program.
 tls_e2e=$BUILD/vmtest/tls_e2e
-if [ ! -x "$tls_e2e" ] || [ vmtest/tls_e2e.c -nt "$tls_e2e" ] || [ selftests/test.h -nt "$tls_e2e" ]; then
-	$CC -O2 -g -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wformat=2 \
-		-D_GNU_SOURCE -Iselftests $SANFLAGS vmtest/tls_e2e.c -lssl -lcrypto -pthread -o "$tls_e2e" ||
-		die "cannot build $tls_e2e"
-fi
+e2e_build "$tls_e2e" vmtest/tls_e2e.c
 # clawd re-encrypting to a TLS backend in the guest (vmtest/upstream_tls_e2e.c): kTLS on the upstream socket.
 uptls_e2e=$BUILD/vmtest/upstream_tls_e2e
-if [ ! -x "$uptls_e2e" ] || [ vmtest/upstream_tls_e2e.c -nt "$uptls_e2e" ] || [ selftests/test.h -nt "$uptls_e2e" ]; then
-	$CC -O2 -g -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wformat=2 \
-		-D_GNU_SOURCE -Iselftests $SANFLAGS vmtest/upstream_tls_e2e.c -lssl -lcrypto -pthread -o "$uptls_e2e" ||
-		die "cannot build $uptls_e2e"
-fi
+e2e_build "$uptls_e2e" vmtest/upstream_tls_e2e.c
 
 # The test list: group/name of every program to run, or "skip group/name why".
 want() { [ -z "$FILTER" ] || [[ "$1" == *"$FILTER"* ]]; }

@@ -22,6 +22,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include "e2e_util.h"
 #include "test.h"
 
 /*
@@ -43,86 +44,6 @@ static bool have_ulp, require;
 static size_t big_bytes;
 static SSL_CTX *cli_ctx;
 
-/* ---- helpers ------------------------------------------------------------------ */
-
-static int listen_any(int *port)
-{
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t len = sizeof(sa);
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
-
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) || listen(fd, 64) ||
-	    getsockname(fd, (struct sockaddr *)&sa, &len))
-		return -1;
-	*port = ntohs(sa.sin_port);
-	return fd;
-}
-
-static int connect_port(int port)
-{
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	struct timeval tv = { .tv_sec = 60 };
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-	if (fd < 0)
-		return -1;
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
-		close(fd);
-		return -1;
-	}
-	return fd;
-}
-
-static void pattern(uint8_t *buf, size_t n, uint64_t off)
-{
-	for (size_t i = 0; i < n; i++)
-		buf[i] = (uint8_t)((off + i) * 131 + ((off + i) >> 12));
-}
-
-static void hex(const uint8_t *d, size_t n, char *out)
-{
-	for (size_t i = 0; i < n; i++)
-		sprintf(out + 2 * i, "%02x", d[i]);
-}
-
-static void pattern_sha256(size_t n, char out[65])
-{
-	EVP_MD_CTX *m = EVP_MD_CTX_new();
-	uint8_t buf[65536], md[32];
-	unsigned mdlen;
-
-	EVP_DigestInit_ex(m, EVP_sha256(), NULL);
-	for (size_t off = 0; off < n; off += sizeof(buf)) {
-		size_t k = n - off < sizeof(buf) ? n - off : sizeof(buf);
-
-		pattern(buf, k, off);
-		EVP_DigestUpdate(m, buf, k);
-	}
-	EVP_DigestFinal_ex(m, md, &mdlen);
-	EVP_MD_CTX_free(m);
-	hex(md, 32, out);
-}
-
-/* /proc/net/tls_stat field, -1 when absent. */
-static long tls_stat(const char *name)
-{
-	FILE *f = fopen("/proc/net/tls_stat", "r");
-	char key[64];
-	long v, out = -1;
-
-	if (!f)
-		return -1;
-	while (fscanf(f, "%63s %ld", key, &v) == 2)
-		if (!strcmp(key, name))
-			out = v;
-	fclose(f);
-	return out;
-}
-
 /* ---- the backend: HTTP/1.1 keep-alive; POST answers the body's SHA-256, GET /big sends the pattern ---- */
 
 static ssize_t read_line_head(int fd, char *buf, size_t cap)
@@ -143,33 +64,17 @@ static ssize_t read_line_head(int fd, char *buf, size_t cap)
 	return -1;
 }
 
-static bool send_all(int fd, const void *p, size_t n)
-{
-	const char *c = p;
-
-	while (n) {
-		ssize_t k = send(fd, c, n, MSG_NOSIGNAL);
-
-		if (k <= 0)
-			return false;
-		c += k;
-		n -= (size_t)k;
-	}
-	return true;
-}
-
 static void *be_conn(void *arg)
 {
 	int fd = (int)(intptr_t)arg;
 	static char head[8192];
 	char resp[256], sum[65];
-	uint8_t buf[65536], md[32];
+	uint8_t buf[65536];
 
 	for (;;) {
 		char local[8192];
 		const char *cl;
 		unsigned long long len = 0;
-		unsigned mdlen;
 
 		(void)head;
 		if (read_line_head(fd, local, sizeof(local)) < 0)
@@ -178,9 +83,8 @@ static void *be_conn(void *arg)
 		if (cl)
 			len = strtoull(cl + 15, NULL, 10);
 		if (!strncmp(local, "POST", 4)) {
-			EVP_MD_CTX *m = EVP_MD_CTX_new();
+			EVP_MD_CTX *m = e2e_sha256_begin();
 
-			EVP_DigestInit_ex(m, EVP_sha256(), NULL);
 			while (len) {
 				ssize_t k = recv(fd, buf, len < sizeof(buf) ? len : sizeof(buf), 0);
 
@@ -189,29 +93,27 @@ static void *be_conn(void *arg)
 				EVP_DigestUpdate(m, buf, (size_t)k);
 				len -= (unsigned long long)k;
 			}
-			EVP_DigestFinal_ex(m, md, &mdlen);
-			EVP_MD_CTX_free(m);
-			hex(md, 32, sum);
+			e2e_sha256_end(m, sum);
 			snprintf(resp, sizeof(resp), "HTTP/1.1 200 OK\r\nContent-Length: 64\r\n\r\n%s", sum);
-			if (!send_all(fd, resp, strlen(resp)))
+			if (!e2e_send_all(fd, resp, strlen(resp)))
 				break;
 		} else if (strstr(local, "GET /big")) {
 			int n = snprintf(resp, sizeof(resp), "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n",
 					 big_bytes);
 
-			if (!send_all(fd, resp, (size_t)n))
+			if (!e2e_send_all(fd, resp, (size_t)n))
 				break;
 			for (size_t off = 0; off < big_bytes; off += sizeof(buf)) {
 				size_t k = big_bytes - off < sizeof(buf) ? big_bytes - off : sizeof(buf);
 
-				pattern(buf, k, off);
-				if (!send_all(fd, buf, k))
+				e2e_pattern(buf, k, off);
+				if (!e2e_send_all(fd, buf, k))
 					goto out;
 			}
 		} else {
 			static const char ok[] = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
 
-			if (!send_all(fd, ok, sizeof(ok) - 1))
+			if (!e2e_send_all(fd, ok, sizeof(ok) - 1))
 				break;
 		}
 	}
@@ -243,27 +145,13 @@ static void *be_loop(void *arg)
 
 static int make_cert(void)
 {
-	EVP_PKEY *pk = EVP_EC_gen("P-256");
-	X509 *x = X509_new();
-	X509_NAME *n;
+	EVP_PKEY *pk;
+	X509 *x;
 	FILE *f;
 	int fd;
 
-	if (!pk || !x)
+	if (e2e_self_signed("vm.test", NULL, DIR_ "/cert.pem", &pk, &x))
 		return -1;
-	ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
-	X509_gmtime_adj(X509_getm_notBefore(x), -3600);
-	X509_gmtime_adj(X509_getm_notAfter(x), 86400);
-	X509_set_pubkey(x, pk);
-	n = X509_get_subject_name(x);
-	X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)"vm.test", -1, -1, 0);
-	X509_set_issuer_name(x, n);
-	if (!X509_sign(x, pk, EVP_sha256()))
-		return -1;
-	f = fopen(DIR_ "/cert.pem", "w");
-	if (!f || !PEM_write_X509(f, x))
-		return -1;
-	fclose(f);
 	fd = open(DIR_ "/key.pem", O_WRONLY | O_CREAT | O_TRUNC, 0600);
 	f = fd >= 0 ? fdopen(fd, "w") : NULL;
 	if (!f || !PEM_write_PrivateKey(f, pk, NULL, NULL, 0, NULL, NULL))
@@ -276,28 +164,12 @@ static int make_cert(void)
 
 /* ---- clawd ---- */
 
-static void stop_clawd(void)
-{
-	int st;
-
-	if (cd_pid > 0) {
-		kill(cd_pid, SIGTERM);
-		for (int i = 0; i < 100 && waitpid(cd_pid, &st, WNOHANG) == 0; i++)
-			usleep(50000);
-		kill(cd_pid, SIGKILL);
-		waitpid(cd_pid, &st, 0);
-	}
-	cd_pid = -1;
-}
-
 static int start_clawd(const char *ktls)
 {
-	const char *bin = getenv("CLAWD") ? getenv("CLAWD") : "/vmtest/bin/clawd";
 	char path[] = DIR_ "/clawd.yaml";
-	int lfd = listen_any(&cd_port);
 	FILE *f;
 
-	close(lfd); /* a free port for clawd */
+	cd_port = e2e_free_port();
 	f = fopen(path, "w");
 	if (!f)
 		return -1;
@@ -312,25 +184,7 @@ static int start_clawd(const char *ktls)
 		"routes:\n  - name: all\n    upstream: be\n    max_body: 0\n",
 		cd_port, ktls, be_port);
 	fclose(f);
-	cd_pid = fork();
-	if (cd_pid == 0) {
-		int fd = open(DIR_ "/clawd.log", O_WRONLY | O_CREAT | O_APPEND, 0644);
-
-		dup2(fd, 1);
-		dup2(fd, 2);
-		execl(bin, bin, "-c", path, (char *)NULL);
-		_exit(127);
-	}
-	for (int i = 0; i < 200; i++) {
-		int fd = connect_port(cd_port);
-
-		if (fd >= 0) {
-			close(fd);
-			return 0;
-		}
-		usleep(50000);
-	}
-	return -1;
+	return e2e_clawd_start(path, DIR_ "/clawd.log", cd_port, &cd_pid);
 }
 
 /* One control command; the reply line in out. */
@@ -341,7 +195,7 @@ static int control(const char *cmd, char *out, size_t cap)
 	size_t n = 0;
 
 	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) ||
-	    !send_all(fd, cmd, strlen(cmd)))
+	    !e2e_send_all(fd, cmd, strlen(cmd)))
 		return -1;
 	while (n + 1 < cap) {
 		ssize_t k = recv(fd, out + n, cap - n - 1, 0);
@@ -389,7 +243,7 @@ struct conn {
 
 static int tls_connect(struct conn *c, int version)
 {
-	c->fd = connect_port(cd_port);
+	c->fd = e2e_connect_port(cd_port);
 	if (c->fd < 0)
 		return -1;
 	c->ssl = SSL_new(cli_ctx);
@@ -408,19 +262,6 @@ static void tls_close(struct conn *c)
 		close(c->fd);
 	c->ssl = NULL;
 	c->fd = -1;
-}
-
-static bool ssl_write_all(SSL *s, const void *p, size_t n)
-{
-	size_t w;
-
-	while (n) {
-		if (SSL_write_ex(s, p, n, &w) != 1)
-			return false;
-		p = (const char *)p + w;
-		n -= w;
-	}
-	return true;
 }
 
 /* Reads a response head; returns Content-Length or -1. */
@@ -449,7 +290,7 @@ static bool get_small(struct conn *c)
 	char body[8];
 	size_t r;
 
-	if (!ssl_write_all(c->ssl, req, sizeof(req) - 1) || read_head(c->ssl) != 5)
+	if (!e2e_ssl_write_all(c->ssl, req, sizeof(req) - 1) || read_head(c->ssl) != 5)
 		return false;
 	return SSL_read_ex(c->ssl, body, 5, &r) == 1 && r == 5 && !memcmp(body, "hello", 5);
 }
@@ -463,13 +304,13 @@ static bool post_big(struct conn *c, char got[65])
 
 	snprintf(head, sizeof(head), "POST /up HTTP/1.1\r\nHost: vm.test\r\nContent-Length: %zu\r\n\r\n",
 		 big_bytes);
-	if (!ssl_write_all(c->ssl, head, strlen(head)))
+	if (!e2e_ssl_write_all(c->ssl, head, strlen(head)))
 		return false;
 	for (size_t off = 0; off < big_bytes; off += sizeof(buf)) {
 		size_t k = big_bytes - off < sizeof(buf) ? big_bytes - off : sizeof(buf);
 
-		pattern(buf, k, off);
-		if (!ssl_write_all(c->ssl, buf, k))
+		e2e_pattern(buf, k, off);
+		if (!e2e_ssl_write_all(c->ssl, buf, k))
 			return false;
 	}
 	if (read_head(c->ssl) != 64)
@@ -486,26 +327,22 @@ static bool post_big(struct conn *c, char got[65])
 static bool get_big(struct conn *c, char got[65])
 {
 	static const char req[] = "GET /big HTTP/1.1\r\nHost: vm.test\r\n\r\n";
-	EVP_MD_CTX *m = EVP_MD_CTX_new();
-	uint8_t buf[65536], md[32];
+	EVP_MD_CTX *m = e2e_sha256_begin();
+	uint8_t buf[65536];
 	long long left;
-	unsigned mdlen;
 	size_t r;
 
-	if (!ssl_write_all(c->ssl, req, sizeof(req) - 1) || (left = read_head(c->ssl)) != (long long)big_bytes) {
+	if (!e2e_ssl_write_all(c->ssl, req, sizeof(req) - 1) || (left = read_head(c->ssl)) != (long long)big_bytes) {
 		EVP_MD_CTX_free(m);
 		return false;
 	}
-	EVP_DigestInit_ex(m, EVP_sha256(), NULL);
 	while (left > 0) {
 		if (SSL_read_ex(c->ssl, buf, left < (long long)sizeof(buf) ? (size_t)left : sizeof(buf), &r) != 1)
 			break;
 		EVP_DigestUpdate(m, buf, r);
 		left -= (long long)r;
 	}
-	EVP_DigestFinal_ex(m, md, &mdlen);
-	EVP_MD_CTX_free(m);
-	hex(md, 32, got);
+	e2e_sha256_end(m, got);
 	return left == 0;
 }
 
@@ -525,8 +362,8 @@ static void keepalive(const struct variant *v)
 	char rep[8192];
 
 	wait_idle();
-	tx0 = tls_stat("TlsCurrTxSw");
-	rx0 = tls_stat("TlsCurrRxSw");
+	tx0 = e2e_tls_stat("TlsCurrTxSw");
+	rx0 = e2e_tls_stat("TlsCurrRxSw");
 
 	if (v->ktls && !have_ulp) {
 		if (require)
@@ -542,7 +379,7 @@ static void keepalive(const struct variant *v)
 			tls_close(&c);
 			TEST_FAIL_("request %d on the keep-alive connection failed", i);
 		}
-	long tx1 = tls_stat("TlsCurrTxSw"), rx1 = tls_stat("TlsCurrRxSw");
+	long tx1 = e2e_tls_stat("TlsCurrTxSw"), rx1 = e2e_tls_stat("TlsCurrRxSw");
 
 	control("{\"cmd\":\"tls.status\"}\n", rep, sizeof(rep));
 	printf("# %s: TlsCurrTxSw %ld -> %ld, TlsCurrRxSw %ld -> %ld; clawd ktls_connections %lld userspace %lld\n",
@@ -592,9 +429,9 @@ static void resumed_keepalive(const struct variant *v)
 	tls_close(&c);
 	ASSERT_TRUE(sess && SSL_SESSION_is_resumable(sess));
 	wait_idle();
-	tx0 = tls_stat("TlsCurrTxSw");
-	rx0 = tls_stat("TlsCurrRxSw");
-	c.fd = connect_port(cd_port);
+	tx0 = e2e_tls_stat("TlsCurrTxSw");
+	rx0 = e2e_tls_stat("TlsCurrRxSw");
+	c.fd = e2e_connect_port(cd_port);
 	c.ssl = c.fd >= 0 ? SSL_new(cli_ctx) : NULL;
 	if (!c.ssl) {
 		SSL_SESSION_free(sess);
@@ -617,8 +454,8 @@ static void resumed_keepalive(const struct variant *v)
 			tls_close(&c);
 			TEST_FAIL_("request %d after the resumed handshake failed", i);
 		}
-	tx1 = tls_stat("TlsCurrTxSw");
-	rx1 = tls_stat("TlsCurrRxSw");
+	tx1 = e2e_tls_stat("TlsCurrTxSw");
+	rx1 = e2e_tls_stat("TlsCurrRxSw");
 	printf("# %s resumed: reused %d, TlsCurrTxSw %ld -> %ld, TlsCurrRxSw %ld -> %ld\n", v->name,
 	       reused, tx0, tx1, rx0, rx1);
 	tls_close(&c);
@@ -636,7 +473,7 @@ static void big_body(const struct variant *v)
 
 	if (v->ktls && !have_ulp)
 		SKIP("kernel has no TLS ULP");
-	pattern_sha256(big_bytes, want);
+	e2e_pattern_sha256(big_bytes, want);
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	if (tls_connect(&c, v->version) || !get_small(&c)) {
 		tls_close(&c);
@@ -676,7 +513,7 @@ static void keyupdate_refused(const struct variant *v)
 	}
 	SSL_key_update(c.ssl, SSL_KEY_UPDATE_NOT_REQUESTED);
 	/* The KeyUpdate goes out with the next write; the answer must be the end of the connection. */
-	ssl_write_all(c.ssl, "GET / HTTP/1.1\r\nHost: vm.test\r\n\r\n", 34);
+	e2e_ssl_write_all(c.ssl, "GET / HTTP/1.1\r\nHost: vm.test\r\n\r\n", 34);
 	int rd = SSL_read_ex(c.ssl, b, sizeof(b), &r);
 	tls_close(&c);
 	ASSERT_EQ(rd, 0);
@@ -713,7 +550,7 @@ int main(void)
 	printf("# /proc/net/tls_stat %s; bodies of %zu MiB\n", why, big_bytes >> 20);
 	cli_ctx = SSL_CTX_new(TLS_client_method());
 	SSL_CTX_set_verify(cli_ctx, SSL_VERIFY_NONE, NULL);
-	lfd = listen_any(&be_port);
+	lfd = e2e_listen_any(&be_port);
 	if (lfd < 0 || pthread_create(&th, NULL, be_loop, (void *)(intptr_t)lfd) || make_cert()) {
 		printf("not ok 1 - setup: backend or certificate\n1..1\n");
 		return 1;
@@ -724,7 +561,7 @@ int main(void)
 	for (int s = 0; s < 2; s++) {
 		if (start_clawd(modes[s])) {
 			printf("not ok - clawd (ktls: %s) did not start; see " DIR_ "/clawd.log\n", modes[s]);
-			stop_clawd();
+			e2e_clawd_stop(&cd_pid);
 			return 1;
 		}
 		for (int i = 0; i < 2; i++) {
@@ -738,17 +575,10 @@ int main(void)
 			RUN_NAMED("ktls_tls13_peer_keyupdate_closes_safely_and_counts", keyupdate_refused, &on[0]);
 		if (s == 0)
 			RUN_NAMED("ktls_tls13_resumed_handshake_engages_tx_and_rx", resumed_keepalive, &on[0]);
-		stop_clawd();
+		e2e_clawd_stop(&cd_pid);
 	}
-	if (test__failed) {
-		FILE *f = fopen(DIR_ "/clawd.log", "r");
-		char line[512];
-
-		while (f && fgets(line, sizeof(line), f))
-			printf("# clawd: %s", line);
-		if (f)
-			fclose(f);
-	}
+	if (test__failed)
+		e2e_clawd_log(DIR_ "/clawd.log");
 	SSL_CTX_free(cli_ctx);
 	return test_done();
 }

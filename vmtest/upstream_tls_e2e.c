@@ -20,6 +20,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "e2e_util.h"
 #include "test.h"
 
 /*
@@ -47,118 +48,6 @@ static int cd_port, admin_port;
 static pid_t cd_pid = -1;
 static bool have_ulp, require;
 
-/* ---- helpers ------------------------------------------------------------------ */
-
-static int listen_any(int *port)
-{
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t len = sizeof(sa);
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
-
-	if (fd < 0)
-		return -1;
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) || listen(fd, 64) ||
-	    getsockname(fd, (struct sockaddr *)&sa, &len)) {
-		close(fd);
-		return -1;
-	}
-	*port = ntohs(sa.sin_port);
-	return fd;
-}
-
-static int connect_port(int port)
-{
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	struct timeval tv = { .tv_sec = 60 };
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-	if (fd < 0)
-		return -1;
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
-		close(fd);
-		return -1;
-	}
-	return fd;
-}
-
-static void pattern(uint8_t *buf, size_t n, uint64_t off)
-{
-	for (size_t i = 0; i < n; i++)
-		buf[i] = (uint8_t)((off + i) * 131 + ((off + i) >> 12));
-}
-
-static void hex(const uint8_t *d, size_t n, char *out)
-{
-	for (size_t i = 0; i < n; i++)
-		sprintf(out + 2 * i, "%02x", d[i]);
-}
-
-static void pattern_sha256(size_t n, char out[65])
-{
-	EVP_MD_CTX *m = EVP_MD_CTX_new();
-	uint8_t buf[65536], md[32];
-	unsigned mdlen;
-
-	EVP_DigestInit_ex(m, EVP_sha256(), NULL);
-	for (size_t off = 0; off < n; off += sizeof(buf)) {
-		size_t k = n - off < sizeof(buf) ? n - off : sizeof(buf);
-
-		pattern(buf, k, off);
-		EVP_DigestUpdate(m, buf, k);
-	}
-	EVP_DigestFinal_ex(m, md, &mdlen);
-	EVP_MD_CTX_free(m);
-	hex(md, 32, out);
-}
-
-/* /proc/net/tls_stat field, -1 when absent. */
-static long tls_stat(const char *name)
-{
-	FILE *f = fopen("/proc/net/tls_stat", "r");
-	char key[64];
-	long v, out = -1;
-
-	if (!f)
-		return -1;
-	while (fscanf(f, "%63s %ld", key, &v) == 2)
-		if (!strcmp(key, name))
-			out = v;
-	fclose(f);
-	return out;
-}
-
-static bool send_all(int fd, const void *p, size_t n)
-{
-	const char *c = p;
-
-	while (n) {
-		ssize_t k = send(fd, c, n, MSG_NOSIGNAL);
-
-		if (k <= 0)
-			return false;
-		c += k;
-		n -= (size_t)k;
-	}
-	return true;
-}
-
-static bool ssl_write_all(SSL *s, const void *p, size_t n)
-{
-	size_t w;
-
-	while (n) {
-		if (SSL_write_ex(s, p, n, &w) != 1)
-			return false;
-		p = (const char *)p + w;
-		n -= w;
-	}
-	return true;
-}
-
 /* ---- the TLS backend: keep-alive; POST answers the body's SHA-256, GET /big/N sends N pattern bytes, GET /keyupdate rekeys first ---- */
 
 static bool ssl_read_head(SSL *s, char *buf, size_t cap)
@@ -180,7 +69,7 @@ static bool ssl_read_head(SSL *s, char *buf, size_t cap)
 static void *be_conn(void *arg)
 {
 	SSL *s = arg;
-	uint8_t buf[65536], md[32];
+	uint8_t buf[65536];
 	char head[8192], resp[256], sum[65];
 
 	if (SSL_accept(s) != 1)
@@ -188,36 +77,32 @@ static void *be_conn(void *arg)
 	while (ssl_read_head(s, head, sizeof(head))) {
 		const char *cl = strcasestr(head, "content-length:");
 		unsigned long long len = cl ? strtoull(cl + 15, NULL, 10) : 0;
-		unsigned mdlen;
 		size_t r;
 
 		if (!strncmp(head, "POST", 4)) {
-			EVP_MD_CTX *m = EVP_MD_CTX_new();
+			EVP_MD_CTX *m = e2e_sha256_begin();
 
-			EVP_DigestInit_ex(m, EVP_sha256(), NULL);
 			while (len) {
 				if (SSL_read_ex(s, buf, len < sizeof(buf) ? len : sizeof(buf), &r) != 1)
 					break;
 				EVP_DigestUpdate(m, buf, r);
 				len -= r;
 			}
-			EVP_DigestFinal_ex(m, md, &mdlen);
-			EVP_MD_CTX_free(m);
-			hex(md, 32, sum);
+			e2e_sha256_end(m, sum);
 			snprintf(resp, sizeof(resp), "HTTP/1.1 200 OK\r\nContent-Length: 64\r\n\r\n%s", sum);
-			if (!ssl_write_all(s, resp, strlen(resp)))
+			if (!e2e_ssl_write_all(s, resp, strlen(resp)))
 				break;
 		} else if (!strncmp(head, "GET /big/", 9)) {
 			size_t n = strtoull(head + 9, NULL, 10);
 			int k = snprintf(resp, sizeof(resp), "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n", n);
 
-			if (!ssl_write_all(s, resp, (size_t)k))
+			if (!e2e_ssl_write_all(s, resp, (size_t)k))
 				break;
 			for (size_t off = 0; off < n; off += sizeof(buf)) {
 				size_t c = n - off < sizeof(buf) ? n - off : sizeof(buf);
 
-				pattern(buf, c, off);
-				if (!ssl_write_all(s, buf, c))
+				e2e_pattern(buf, c, off);
+				if (!e2e_ssl_write_all(s, buf, c))
 					goto out;
 			}
 		} else {
@@ -226,7 +111,7 @@ static void *be_conn(void *arg)
 			/* The KeyUpdate goes out ahead of the answer, under the old key. */
 			if (strstr(head, "GET /keyupdate"))
 				SSL_key_update(s, SSL_KEY_UPDATE_NOT_REQUESTED);
-			if (!ssl_write_all(s, ok, sizeof(ok) - 1))
+			if (!e2e_ssl_write_all(s, ok, sizeof(ok) - 1))
 				break;
 		}
 	}
@@ -262,33 +147,11 @@ static void *be_loop(void *arg)
 
 static int make_cert(void)
 {
-	EVP_PKEY *pk = EVP_EC_gen("P-256");
-	X509 *x = X509_new();
-	X509V3_CTX v3;
-	X509_EXTENSION *ext;
-	X509_NAME *n;
-	FILE *f;
+	EVP_PKEY *pk;
+	X509 *x;
 
-	if (!pk || !x)
+	if (e2e_self_signed("vm.test", "vm.test", DIR_ "/cert.pem", &pk, &x))
 		return -1;
-	ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
-	X509_gmtime_adj(X509_getm_notBefore(x), -3600);
-	X509_gmtime_adj(X509_getm_notAfter(x), 86400);
-	X509_set_pubkey(x, pk);
-	n = X509_get_subject_name(x);
-	X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)"vm.test", -1, -1, 0);
-	X509_set_issuer_name(x, n);
-	X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
-	ext = X509V3_EXT_conf_nid(NULL, &v3, NID_subject_alt_name, "DNS:vm.test");
-	if (!ext || !X509_add_ext(x, ext, -1))
-		return -1;
-	X509_EXTENSION_free(ext);
-	if (!X509_sign(x, pk, EVP_sha256()))
-		return -1;
-	f = fopen(DIR_ "/cert.pem", "w");
-	if (!f || !PEM_write_X509(f, x))
-		return -1;
-	fclose(f);
 	for (int i = 0; i < 2; i++) {
 		SSL_CTX *c = SSL_CTX_new(TLS_server_method());
 
@@ -304,37 +167,13 @@ static int make_cert(void)
 
 /* ---- clawd ---- */
 
-static void stop_clawd(void)
-{
-	int st;
-
-	if (cd_pid > 0) {
-		kill(cd_pid, SIGTERM);
-		for (int i = 0; i < 100 && waitpid(cd_pid, &st, WNOHANG) == 0; i++)
-			usleep(50000);
-		kill(cd_pid, SIGKILL);
-		waitpid(cd_pid, &st, 0);
-	}
-	cd_pid = -1;
-}
-
-static int free_port(void)
-{
-	int port = 0, fd = listen_any(&port);
-
-	if (fd >= 0)
-		close(fd);
-	return port;
-}
-
 static int start_clawd(const char *ktls, int be_port)
 {
-	const char *bin = getenv("CLAWD") ? getenv("CLAWD") : "/vmtest/bin/clawd";
 	char path[] = DIR_ "/clawd.yaml";
 	FILE *f;
 
-	cd_port = free_port();
-	admin_port = free_port();
+	cd_port = e2e_free_port();
+	admin_port = e2e_free_port();
 	f = fopen(path, "w");
 	if (!f)
 		return -1;
@@ -348,25 +187,7 @@ static int start_clawd(const char *ktls, int be_port)
 		"routes:\n  - name: all\n    upstream: be\n    max_body: 0\n",
 		admin_port, cd_port, be_port, ktls);
 	fclose(f);
-	cd_pid = fork();
-	if (cd_pid == 0) {
-		int fd = open(DIR_ "/clawd.log", O_WRONLY | O_CREAT | O_APPEND, 0644);
-
-		dup2(fd, 1);
-		dup2(fd, 2);
-		execl(bin, bin, "-c", path, (char *)NULL);
-		_exit(127);
-	}
-	for (int i = 0; i < 200; i++) {
-		int fd = connect_port(cd_port);
-
-		if (fd >= 0) {
-			close(fd);
-			return 0;
-		}
-		usleep(50000);
-	}
-	return -1;
+	return e2e_clawd_start(path, DIR_ "/clawd.log", cd_port, &cd_pid);
 }
 
 /* A counter of clawd's /metrics ("name{labels}" exactly), -1 when absent. */
@@ -374,11 +195,11 @@ static long long metric(const char *series)
 {
 	static char body[1 << 18];
 	static const char req[] = "GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n";
-	int fd = connect_port(admin_port);
+	int fd = e2e_connect_port(admin_port);
 	size_t n = 0, sl = strlen(series);
 	const char *p;
 
-	if (fd < 0 || !send_all(fd, req, sizeof(req) - 1)) {
+	if (fd < 0 || !e2e_send_all(fd, req, sizeof(req) - 1)) {
 		if (fd >= 0)
 			close(fd);
 		return -1;
@@ -442,7 +263,7 @@ static int get_small(int fd, const char *path)
 	int st;
 
 	snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: vm.test\r\n\r\n", path);
-	if (!send_all(fd, req, strlen(req)) || (st = read_head(fd, &len)) < 0)
+	if (!e2e_send_all(fd, req, strlen(req)) || (st = read_head(fd, &len)) < 0)
 		return -1;
 	if (len < 0 || len > (long long)sizeof(body) || !recv_all(fd, body, (size_t)len))
 		return -1;
@@ -457,13 +278,13 @@ static bool post_big(int fd, size_t bytes, char got[65])
 
 	snprintf(head, sizeof(head), "POST /up HTTP/1.1\r\nHost: vm.test\r\nContent-Length: %zu\r\n\r\n",
 		 bytes);
-	if (!send_all(fd, head, strlen(head)))
+	if (!e2e_send_all(fd, head, strlen(head)))
 		return false;
 	for (size_t off = 0; off < bytes; off += sizeof(buf)) {
 		size_t k = bytes - off < sizeof(buf) ? bytes - off : sizeof(buf);
 
-		pattern(buf, k, off);
-		if (!send_all(fd, buf, k))
+		e2e_pattern(buf, k, off);
+		if (!e2e_send_all(fd, buf, k))
 			return false;
 	}
 	if (read_head(fd, &len) != 200 || len != 64 || !recv_all(fd, got, 64))
@@ -474,18 +295,16 @@ static bool post_big(int fd, size_t bytes, char got[65])
 
 static bool get_big(int fd, size_t bytes, char got[65])
 {
-	EVP_MD_CTX *m = EVP_MD_CTX_new();
-	uint8_t buf[65536], md[32];
+	EVP_MD_CTX *m = e2e_sha256_begin();
+	uint8_t buf[65536];
 	char req[128];
 	long long left;
-	unsigned mdlen;
 
 	snprintf(req, sizeof(req), "GET /big/%zu HTTP/1.1\r\nHost: vm.test\r\n\r\n", bytes);
-	if (!send_all(fd, req, strlen(req)) || read_head(fd, &left) != 200 || left != (long long)bytes) {
+	if (!e2e_send_all(fd, req, strlen(req)) || read_head(fd, &left) != 200 || left != (long long)bytes) {
 		EVP_MD_CTX_free(m);
 		return false;
 	}
-	EVP_DigestInit_ex(m, EVP_sha256(), NULL);
 	while (left > 0) {
 		ssize_t k = recv(fd, buf, left < (long long)sizeof(buf) ? (size_t)left : sizeof(buf), 0);
 
@@ -494,9 +313,7 @@ static bool get_big(int fd, size_t bytes, char got[65])
 		EVP_DigestUpdate(m, buf, (size_t)k);
 		left -= k;
 	}
-	EVP_DigestFinal_ex(m, md, &mdlen);
-	EVP_MD_CTX_free(m);
-	hex(md, 32, got);
+	e2e_sha256_end(m, got);
 	return left == 0;
 }
 
@@ -516,7 +333,7 @@ struct variant {
 /* Requests over one pooled backend connection; kTLS engaged on it (or not) as the variant says. */
 static void keepalive(const struct variant *v)
 {
-	long tx0 = tls_stat("TlsTxSw"), rx0 = tls_stat("TlsRxSw"), tx1, rx1;
+	long tx0 = e2e_tls_stat("TlsTxSw"), rx0 = e2e_tls_stat("TlsRxSw"), tx1, rx1;
 	int fd;
 
 	if (v->ktls && !have_ulp) {
@@ -524,7 +341,7 @@ static void keepalive(const struct variant *v)
 			TEST_FAIL_("kernel has no TLS ULP (is tls.ko loaded?)");
 		SKIP("kernel has no TLS ULP");
 	}
-	fd = connect_port(cd_port);
+	fd = e2e_connect_port(cd_port);
 	if (fd < 0)
 		TEST_FAIL_("cannot connect to clawd");
 	for (int i = 0; i < 5; i++)
@@ -533,8 +350,8 @@ static void keepalive(const struct variant *v)
 			TEST_FAIL_("request %d failed", i);
 		}
 	close(fd);
-	tx1 = tls_stat("TlsTxSw");
-	rx1 = tls_stat("TlsRxSw");
+	tx1 = e2e_tls_stat("TlsTxSw");
+	rx1 = e2e_tls_stat("TlsRxSw");
 	printf("# %s: TlsTxSw %ld -> %ld, TlsRxSw %ld -> %ld; clawd upstream kTLS on %lld off %lld\n",
 	       v->name, tx0, tx1, rx0, rx1, metric(ON_SERIES), metric(OFF_SERIES));
 	if (v->ktls) {
@@ -555,16 +372,16 @@ static void keepalive(const struct variant *v)
 /* v->bytes up and down through the pooled backend connection, hashes equal, no decrypt errors. */
 static void big_body(const struct variant *v)
 {
-	long dec0 = tls_stat("TlsDecryptError");
+	long dec0 = e2e_tls_stat("TlsDecryptError");
 	char want[65], got[65];
 	struct timespec t0, t1;
 	int fd;
 
 	if (v->ktls && !have_ulp)
 		SKIP("kernel has no TLS ULP");
-	pattern_sha256(v->bytes, want);
+	e2e_pattern_sha256(v->bytes, want);
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	fd = connect_port(cd_port);
+	fd = e2e_connect_port(cd_port);
 	if (fd < 0 || get_small(fd, "/") != 200) {
 		if (fd >= 0)
 			close(fd);
@@ -584,7 +401,7 @@ static void big_body(const struct variant *v)
 	printf("# %s: %zu MiB up and down in %.1f s (TCG: correctness only)\n", v->name, v->bytes >> 20,
 	       (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
 	ASSERT_STREQ(got, want);
-	ASSERT_EQ(tls_stat("TlsDecryptError"), dec0);
+	ASSERT_EQ(e2e_tls_stat("TlsDecryptError"), dec0);
 	/* Still the one backend connection, in the kernel or not as before. */
 	ASSERT_EQ(metric(v->ktls ? ON_SERIES : OFF_SERIES), 1);
 }
@@ -603,7 +420,7 @@ static void keyupdate(const struct variant *v)
 	if (!have_ulp)
 		SKIP("kernel has no TLS ULP");
 	before = metric(KU_SERIES);
-	fd = connect_port(cd_port);
+	fd = e2e_connect_port(cd_port);
 	if (fd < 0 || get_small(fd, "/") != 200) {
 		if (fd >= 0)
 			close(fd);
@@ -615,7 +432,7 @@ static void keyupdate(const struct variant *v)
 	       metric(KU_SERIES));
 	ASSERT_EQ(before, 0);
 	ASSERT_GE(metric(KU_SERIES), 1);
-	fd = connect_port(cd_port);
+	fd = e2e_connect_port(cd_port);
 	st = fd >= 0 ? get_small(fd, "/") : -1;
 	if (fd >= 0)
 		close(fd);
@@ -640,8 +457,8 @@ int main(void)
 	have_ulp = access("/proc/net/tls_stat", R_OK) == 0;
 	printf("# /proc/net/tls_stat %s; bodies of %zu MiB (TLS 1.3 kTLS) and %zu MiB\n",
 	       have_ulp ? "present" : "absent", big >> 20, (big / 3) >> 20);
-	if (make_cert() || (be13.lfd = listen_any(&be13.port)) < 0 ||
-	    (be12.lfd = listen_any(&be12.port)) < 0 || pthread_create(&th, NULL, be_loop, &be13) ||
+	if (make_cert() || (be13.lfd = e2e_listen_any(&be13.port)) < 0 ||
+	    (be12.lfd = e2e_listen_any(&be12.port)) < 0 || pthread_create(&th, NULL, be_loop, &be13) ||
 	    pthread_create(&th, NULL, be_loop, &be12)) {
 		printf("not ok 1 - setup: backend or certificate\n1..1\n");
 		return 1;
@@ -651,7 +468,7 @@ int main(void)
 
 		if (start_clawd(v->ktls ? "auto" : "off", v->be->port)) {
 			printf("not ok - clawd (%s) did not start; see " DIR_ "/clawd.log\n", v->name);
-			stop_clawd();
+			e2e_clawd_stop(&cd_pid);
 			return 1;
 		}
 		snprintf(name, sizeof(name), "%s_upstream_keepalive_requests", v->name);
@@ -661,16 +478,9 @@ int main(void)
 		RUN_NAMED(name, big_body, v);
 		if (i == 0)
 			RUN_NAMED("ktls_tls13_upstream_keyupdate_fails_safely_and_counts", keyupdate, v);
-		stop_clawd();
+		e2e_clawd_stop(&cd_pid);
 	}
-	if (test__failed) {
-		FILE *f = fopen(DIR_ "/clawd.log", "r");
-		char line[512];
-
-		while (f && fgets(line, sizeof(line), f))
-			printf("# clawd: %s", line);
-		if (f)
-			fclose(f);
-	}
+	if (test__failed)
+		e2e_clawd_log(DIR_ "/clawd.log");
 	return test_done();
 }
