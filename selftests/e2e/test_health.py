@@ -389,7 +389,7 @@ def _():
                  ["backends", "drain", "pool", "1.2.3.4:80", "--wait", "soon"],
                  ["backends", "list", "a", "b"], ["backends", "enable", "p", "1.2.3.4:80", "x"]):
         p = subprocess.run([CLAWCTL, "--socket", sock] + args, capture_output=True, text=True,
-                           timeout=10)
+                           timeout=30)
         eq(p.returncode, 2, "exit status of clawctl %s" % " ".join(args))
         lines = p.stderr.strip().splitlines()
         eq(len(lines), 1, "stderr lines for %s: %r" % (args, p.stderr))
