@@ -30,6 +30,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "tls.h"
+#include "tls_client.h"
 #include "tls_io.h"
 
 #ifndef SOL_TLS
@@ -1351,6 +1352,22 @@ static int cmd_status(void *ctx, const struct control_req *req, struct jsonw *w,
 	}
 	jsonw_arr_end(w);
 	tls_put(r);
+	tls_client_status_json(w);
+	return 0;
+}
+
+/* tls.status without TLS listeners: the kernel's answer and the upstream pools only. */
+static int cmd_status_upstreams(void *ctx, const struct control_req *req, struct jsonw *w,
+				char *err, size_t errlen)
+{
+	const char *why = "";
+
+	(void)ctx, (void)req, (void)err, (void)errlen;
+	jsonw_bool(w, "ktls_kernel", ktls_kernel(&why));
+	jsonw_str(w, "ktls_probe", why);
+	jsonw_arr_begin(w, "listeners");
+	jsonw_arr_end(w);
+	tls_client_status_json(w);
 	return 0;
 }
 
@@ -1379,7 +1396,7 @@ int tls_register_commands(struct tls_reg *r, struct control *c, const struct con
 
 	(void)cfg; /* the running configuration is the core's current one, reloads included */
 	if (!r)
-		return 0;
+		return control_register(c, "tls.status", cmd_status_upstreams, NULL);
 	if ((rc = control_register(c, "tls.status", cmd_status, r->core)))
 		return rc;
 	return control_register(c, "tls.reload", cmd_reload, r->core);

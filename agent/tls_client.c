@@ -17,6 +17,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "netaddr.h"
+#include "jsonw.h"
 #include "tls_client.h"
 #include "tls_io.h"
 
@@ -154,6 +155,27 @@ void tls_client_counts(const char *pool, struct tls_client_counts *out)
 		out->ktls_install_failed = atomic_load(&s->install_fail);
 	}
 	pthread_mutex_unlock(&reg.lock);
+}
+
+void tls_client_status_json(struct jsonw *w)
+{
+	jsonw_arr_begin(w, "upstreams");
+	pthread_mutex_lock(&reg.lock);
+	for (struct tlsc_stats *s = reg.head; s; s = s->next) {
+		jsonw_obj_begin(w);
+		jsonw_str(w, "name", s->pool);
+		jsonw_u64(w, "handshakes", atomic_load(&s->ok));
+		jsonw_u64(w, "resumed", atomic_load(&s->resumed));
+		jsonw_u64(w, "verify_failures", atomic_load(&s->verify_failed));
+		jsonw_u64(w, "handshake_failures", atomic_load(&s->failed));
+		jsonw_u64(w, "ktls_connections", atomic_load(&s->ktls_on));
+		jsonw_u64(w, "userspace_connections", atomic_load(&s->ktls_off));
+		jsonw_u64(w, "ktls_keyupdate_failures", atomic_load(&s->keyupdate));
+		jsonw_u64(w, "ktls_install_failures", atomic_load(&s->install_fail));
+		jsonw_obj_end(w);
+	}
+	pthread_mutex_unlock(&reg.lock);
+	jsonw_arr_end(w);
 }
 
 /* ---- the context ------------------------------------------------------------------------ */

@@ -162,4 +162,8 @@ struct tls_client_counts {
 };
 void tls_client_counts(const char *pool, struct tls_client_counts *out);
 
+struct jsonw;
+/* "upstreams": every pool of a loaded configuration with TLS, its handshakes and record layer (tls.status). */
+void tls_client_status_json(struct jsonw *w);
+
 #endif

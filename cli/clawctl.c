@@ -1587,6 +1587,20 @@ static int tls_status_print(const struct jsonr *j)
 			       days < 0 ? "  EXPIRED" : days < warn ? "  WARNING: expires soon" : "");
 		}
 	}
+	for (const struct jsonr_node *u = jsonr_child(j, jsonr_get(j, r, "upstreams")); u;
+	     u = jsonr_next(j, u)) {
+		printf("\nupstream %s: handshakes %lld ok, %lld resumed, %lld failed verification, "
+		       "%lld failed; connections %lld kTLS, %lld userspace; kTLS failures %lld "
+		       "keyupdate, %lld install\n",
+		       jsonr_get_str(j, u, "name"), (long long)jsonr_get_int(j, u, "handshakes", 0),
+		       (long long)jsonr_get_int(j, u, "resumed", 0),
+		       (long long)jsonr_get_int(j, u, "verify_failures", 0),
+		       (long long)jsonr_get_int(j, u, "handshake_failures", 0),
+		       (long long)jsonr_get_int(j, u, "ktls_connections", 0),
+		       (long long)jsonr_get_int(j, u, "userspace_connections", 0),
+		       (long long)jsonr_get_int(j, u, "ktls_keyupdate_failures", 0),
+		       (long long)jsonr_get_int(j, u, "ktls_install_failures", 0));
+	}
 	return 0;
 }
 

@@ -294,6 +294,21 @@ def _():
                "kTLS-on connections")
             check("upstream pool: TLS to backends in userspace (ktls: off)" in cd.stderr(),
                   "log line:\n" + cd.stderr())
+            # clawctl tls status shows the pool (no TLS listener here: the upstream part alone).
+            sock = os.path.join(cd.dir, "ctl.sock")
+            p = subprocess.run([CLAWCTL, "--socket", sock, "--json", "tls", "status"],
+                               capture_output=True, text=True, timeout=30)
+            eq(p.returncode, 0, "clawctl --json tls status: " + p.stderr)
+            st = json.loads(p.stdout)
+            eq(st["listeners"], [], "no TLS listeners")
+            ups = [u for u in st["upstreams"] if u["name"] == "pool"]
+            eq(len(ups), 1, "pool in tls status: %r" % st["upstreams"])
+            eq((ups[0]["handshakes"], ups[0]["userspace_connections"], ups[0]["ktls_connections"]),
+               (1, 1, 0), "handshakes, userspace and kTLS connections of the pool")
+            p = subprocess.run([CLAWCTL, "--socket", sock, "tls", "status"],
+                               capture_output=True, text=True, timeout=30)
+            check(p.returncode == 0 and "upstream pool: handshakes 1 ok" in p.stdout
+                  and "connections 0 kTLS, 1 userspace" in p.stdout, "table:\n" + p.stdout + p.stderr)
 
 
 @t.test("a 10 MiB body each way through a TLS upstream hashes equal")
