@@ -103,6 +103,8 @@ uint64_t backends_pool_fingerprint(const struct cfg_upstream *u)
 		fp_u64(&h, u->servers[i].weight);
 		fp_u64(&h, u->servers[i].backup);
 		fp_breaker(&h, &u->servers[i].limits);
+		if (u->servers[i].sni[0]) /* only then: fingerprints saved before the key existed still match */
+			fp_str(&h, u->servers[i].sni);
 	}
 	fp_u64(&h, hc->type);
 	fp_str(&h, hc->path);

@@ -1075,11 +1075,13 @@ static int parse_outlier(struct cfg_ctx *c, const yaml_node_t *n, const char *pa
 	return 0;
 }
 
+static bool sni_ok(const char *s);
+
 static int parse_server(struct cfg_ctx *c, const yaml_node_t *n, const char *path,
 			struct cfg_server *srv)
 {
-	enum { SV_ADDRESS, SV_WEIGHT, SV_BACKUP, SV_LIMITS, SV_N };
-	static const char *const keys[SV_N] = { "address", "weight", "backup", "limits" };
+	enum { SV_ADDRESS, SV_WEIGHT, SV_BACKUP, SV_LIMITS, SV_SNI, SV_N };
+	static const char *const keys[SV_N] = { "address", "weight", "backup", "limits", "sni" };
 	char kp[CFG_KEY_MAX];
 	yaml_node_t *v[SV_N];
 	uint64_t x;
@@ -1106,6 +1108,17 @@ static int parse_server(struct cfg_ctx *c, const yaml_node_t *n, const char *pat
 		return -EINVAL;
 	if (v[SV_LIMITS] && parse_breaker(c, v[SV_LIMITS], key_join(kp, path, "limits"), &srv->limits))
 		return -EINVAL;
+	if (v[SV_SNI]) {
+		const char *s;
+
+		/* Whether the pool has tls is checked once the pool's tls is parsed. */
+		if (get_nonempty(c, v[SV_SNI], key_join(kp, path, "sni"), &s))
+			return -EINVAL;
+		if (!sni_ok(s))
+			return cfg_fail(c, v[SV_SNI], kp,
+					"\"%s\" is not a DNS name (an IP address is never sent as SNI)", s);
+		snprintf(srv->sni, sizeof(srv->sni), "%s", s);
+	}
 	return 0;
 }
 
@@ -1528,6 +1541,15 @@ static int parse_upstream(struct cfg_ctx *c, const yaml_node_t *n, unsigned idx)
 		return -EINVAL;
 	if (v[UP_TLS] && parse_upstream_tls(c, v[UP_TLS], key_join(kp, path, "tls"), u))
 		return -EINVAL;
+	for (unsigned i = 0; i < cnt && !u->tls; i++) {
+		if (!u->servers[i].sni[0])
+			continue;
+		key_index(sp, key_join(kp, path, "servers"), i);
+		if (c->err && c->errlen)
+			snprintf(c->err, c->errlen, "%s:%u: %s.sni: only for a pool with tls (plain HTTP sends no server name)",
+				 c->name, u->servers[i].line, sp);
+		return -EINVAL;
+	}
 	if (parse_upstream_retry(c, v[UP_RETRY], key_join(kp, path, "retry"), &u->retry))
 		return -EINVAL;
 	return 0;

@@ -88,6 +88,7 @@ struct cfg_server {
 	unsigned line;
 	bool backup;          /* used only when no primary server of the pool is usable */
 	struct cfg_breaker limits; /* this server's own circuit breaker */
+	char sni[254];        /* TLS pools: this server's name (sent and verified), "" = the pool's sni */
 };
 
 enum cfg_health_type {

@@ -501,6 +501,10 @@ static void hc_tls_begin(struct hcheck *k, uint64_t now)
 
 	k->tls = tls_up_new(k->p->cfg->tls->ctx, (const struct sockaddr *)&srv->addr.ss,
 			    k->h->snap->server_names[k->p - k->h->snap->pools][k->idx], NULL, TLS_UP_QUIET);
+	if (k->tls && srv->sni[0] && tls_up_set_server_name(k->tls, srv->sni)) {
+		tls_up_free(k->tls);
+		k->tls = NULL;
+	}
 	if (!k->tls) {
 		hc_finish(k, false, "TLS: out of memory", now);
 		return;

@@ -729,6 +729,10 @@ static void up_tls_start(struct upconn *u)
 	u->tls = tls_up_new(sn->cfg->upstreams[u->pool].tls->ctx, (const struct sockaddr *)&srv->addr.ss,
 			    sn->server_names[u->pool][u->server],
 			    &u->gen->upools[u->pool][u->server].tls_session, 0);
+	if (u->tls && srv->sni[0] && tls_up_set_server_name(u->tls, srv->sni)) {
+		tls_up_free(u->tls);
+		u->tls = NULL;
+	}
 	if (!u->tls) {
 		on_up_connect(u, -ENOMEM);
 		return;

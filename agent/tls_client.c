@@ -474,6 +474,23 @@ fail:
 	return NULL;
 }
 
+int tls_up_set_server_name(struct tls_up *t, const char *name)
+{
+	if (SSL_set_tlsext_host_name(t->ssl, name) != 1)
+		goto fail;
+	if (t->x->verify) {
+		X509_VERIFY_PARAM *p = SSL_get0_param(t->ssl);
+
+		X509_VERIFY_PARAM_set_hostflags(p, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+		if (X509_VERIFY_PARAM_set1_host(p, name, 0) != 1 || X509_VERIFY_PARAM_set1_ip(p, NULL, 0) != 1)
+			goto fail;
+	}
+	return 0;
+fail:
+	ERR_clear_error();
+	return -ENOMEM;
+}
+
 void tls_up_free(struct tls_up *t)
 {
 	if (!t)

@@ -63,6 +63,13 @@ int tls_client_key_mode_ok(const char *path, char *why, size_t whylen);
  */
 struct tls_up *tls_up_new(struct tls_client_ctx *x, const struct sockaddr *addr,
 			  const char *server_name, void **session_slot, unsigned flags);
+
+/*
+ * This server's own name (servers[].sni) in place of the pool's: sent as SNI
+ * and, when verifying, the name the certificate must carry (the address no
+ * longer counts). Before the handshake only. 0, or -ENOMEM.
+ */
+int tls_up_set_server_name(struct tls_up *t, const char *name);
 void tls_up_free(struct tls_up *t);
 
 /* Frees a cached session (a session_slot's content); NULL is fine. */

@@ -172,6 +172,28 @@ def _():
               "log names the mismatch:\n" + cd.stderr())
 
 
+@t.test("servers[].sni: each server gets its own name, sent and verified; others keep the pool's")
+def _():
+    only_b = PKI.leaf("backend-b", ["DNS:b.internal"])  # no IP, not api.internal
+    with TlsBackend(*SRV) as a, TlsBackend(*only_b) as b:
+        tls = {"ca": PKI.ca, "sni": "api.internal"}
+        cfg = up_tls_config(a, tls)
+        cfg["upstreams"][0]["keepalive"] = 0
+        cfg["upstreams"][0]["servers"] = [a.addr, {"address": b.addr, "sni": "b.internal"}]
+        with Clawd(cfg) as cd:
+            for i in range(6):
+                with Client(cd.port) as c:
+                    eq(get_on(c, "/s%d" % i).status, 200, "status of request %d" % i)
+            eq(set(a.sni), {"api.internal"}, "names server A received (the pool's)")
+            eq(set(b.sni), {"b.internal"}, "names server B received (its own)")
+            check(len(a.sni) >= 2 and len(b.sni) >= 2, "both servers served: %r %r" % (a.sni, b.sni))
+        # A name B's certificate lacks fails verification for B alone.
+        cfg["upstreams"][0]["servers"] = [{"address": b.addr, "sni": "c.internal"}]
+        with Clawd(cfg) as cd, Client(cd.port) as c:
+            eq(get_on(c, "/wrong").status, 502, "status when the server's own name is not in its certificate")
+            check("hostname mismatch" in cd.stderr(), "log names the mismatch:\n" + cd.stderr())
+
+
 @t.test("a backend certificate from another CA: 502, logged and counted as a verification failure")
 def _():
     admin = free_port()
@@ -409,6 +431,16 @@ def _():
     check_config(cfg({"ca": PKI.ca}, mode="splice"),
                  r"c\.yaml:\d+: routes\[0\]\.mode: splice mode cannot be used with upstream \"pool\": it has tls")
     check_config(cfg({"ca": PKI.ca, "bogus": 1}), r"c\.yaml:\d+: upstreams\[0\]\.tls\.bogus: unknown key")
+    plain = simple_config("127.0.0.1:1")
+    plain["upstreams"][0]["servers"] = [{"address": "127.0.0.1:1", "sni": "a.internal"}]
+    plain["control"] = {"socket": "off"}
+    check_config(to_yaml(plain) + "\n",
+                 r"c\.yaml:\d+: upstreams\[0\]\.servers\[0\]\.sni: only for a pool with tls")
+    bad = simple_config("127.0.0.1:1")
+    bad["upstreams"][0]["servers"] = [{"address": "127.0.0.1:1", "sni": "10.1.1.1"}]
+    bad["upstreams"][0]["tls"] = {"ca": PKI.ca}
+    bad["control"] = {"socket": "off"}
+    check_config(to_yaml(bad) + "\n", r"c\.yaml:\d+: upstreams\[0\]\.servers\[0\]\.sni: .*not a DNS name")
     check_config(cfg({"ca": PKI.ca, "ktls": "on"}),
                  r"c\.yaml:\d+: upstreams\[0\]\.tls\.ktls: expected auto or off, got \"on\"")
     # And the good one passes.
